@@ -11,6 +11,7 @@ Isolation, so that tests (and developers) can share one stack:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -95,10 +96,8 @@ def make_topics(cfg, admin: AdminClient, partitions: int = 3) -> config_mod.Conf
 def delete_topics(cfg, admin: AdminClient) -> None:
     futs = admin.delete_topics(list(topic_names(cfg).values()), operation_timeout=10)
     for f in futs.values():
-        try:
+        with contextlib.suppress(Exception):  # best-effort cleanup
             f.result(15)
-        except Exception:  # noqa: BLE001 - best-effort cleanup
-            pass
 
 
 @pytest.fixture

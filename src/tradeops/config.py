@@ -382,8 +382,9 @@ def _listen_ok(value: str) -> bool:
 def _semantic_checks(cfg: Config, name: str) -> None:
     """Checks a type system cannot express; each raises with file and key."""
 
-    def fail(key: str, what: str, value: Any) -> None:
-        raise ConfigError(f"{name}: {key}: {what}, got {_show(value)}")
+    def fail(key: str, what: str, value: Any = None) -> None:
+        got = "" if value is None else f", got {_show(value)}"
+        raise ConfigError(f"{name}: {key}: {what}{got}")
 
     for section in ("gateway_oms", "oms_lifecycle", "risk", "pairs_exporter", "supervisor"):
         listen = getattr(cfg, section).listen
@@ -444,7 +445,8 @@ def read_secret(cfg: Config, key: str, value: str) -> str:
     try:
         return p.read_text(encoding="utf-8").strip()
     except OSError as e:
-        raise ConfigError(f"{Path(cfg.source).name}: {key}: cannot read secret file {p}: {e.strerror}") from None
+        where = Path(cfg.source).name
+        raise ConfigError(f"{where}: {key}: cannot read secret file {p}: {e.strerror}") from None
 
 
 def redacted(cfg: Config) -> dict[str, Any]:
