@@ -73,6 +73,8 @@ class TablesConfig(_S):
     bars_1m_audit: str = "bars_1m_audit"
     risk_peaks: str = "risk_peaks"
     instruments: str = "broker_instruments"
+    broker_fetches: str = "broker_fetches"
+    recon_heal_actions: str = "recon_heal_actions"
 
 
 class GatewayOmsConfig(_S):
@@ -140,12 +142,17 @@ class PairsExporterConfig(_S):
 
 
 class ReconConfig(_S):
+    # a price differs when |internal - broker| > price_tolerance + price_rel_tolerance * |broker|
     price_tolerance: float = 0.05
     price_rel_tolerance: float = 0.0
+    # a volume differs when |internal - broker| > volume_rel_tolerance * broker
     volume_rel_tolerance: float = 0.0
     max_heal_rows: int = 5000
     sample_rows: int = 20
-    pushgateway_url: str = "http://127.0.0.1:9091"
+    top_symbols: int = 10
+    # symbols reconciled by default; empty = every symbol in bars_1m or the broker cache that day
+    symbols: list[str] = []
+    pushgateway_url: str = "http://127.0.0.1:9091"  # empty = do not push metrics
     job: str = "tradeops_recon"
 
 
@@ -160,6 +167,11 @@ class BrokerConfig(_S):
     workers: int = 4
     timeout_s: float = 10.0
     max_retries: int = 6
+    # the client paces itself at rate_limit_per_s * (1 - rate_headroom) so that network
+    # jitter never puts rate_limit_per_s + 1 requests into one second at the broker
+    rate_headroom: float = 0.03
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
 
 
 class SpecialSession(_S):
@@ -408,6 +420,23 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         fail("[broker].rate_limit_per_s", "expected a number > 0", cfg.broker.rate_limit_per_s)
     if cfg.broker.workers < 1:
         fail("[broker].workers", "expected an integer >= 1", cfg.broker.workers)
+    if not 0 <= cfg.broker.rate_headroom < 0.5:
+        fail("[broker].rate_headroom", "expected a number in [0, 0.5)", cfg.broker.rate_headroom)
+    if cfg.recon.max_heal_rows < 0:
+        fail("[recon].max_heal_rows", "expected an integer >= 0", cfg.recon.max_heal_rows)
+    for i, sym in enumerate(cfg.recon.symbols):
+        if not re.fullmatch(r"[A-Z][A-Z0-9]*:[A-Z0-9][A-Z0-9&_.\-]*", sym):
+            fail(f"[recon].symbols[{i}]", "expected EXCHANGE:SYMBOL", sym)
+    for i, sp in enumerate(cfg.calendar.special_sessions):
+        if not _DATE.match(sp.date):
+            fail(f"[calendar].special_sessions[{i}].date", "expected YYYY-MM-DD", sp.date)
+        for key in ("open", "close"):
+            if not _HHMM.match(getattr(sp, key)):
+                fail(f"[calendar].special_sessions[{i}].{key}", "expected HH:MM", getattr(sp, key))
+        if sp.open >= sp.close:
+            fail(f"[calendar].special_sessions[{i}].close", "expected later than open", sp.close)
+    if cfg.calendar.session_open >= cfg.calendar.session_close:
+        fail("[calendar].session_close", "expected later than session_open", cfg.calendar.session_close)
     if not 1 <= cfg.postgres.port <= 65535:
         fail("[postgres].port", "expected a port 1-65535", cfg.postgres.port)
     seen: set[str] = set()
