@@ -133,21 +133,30 @@ pg_init() {
   [[ -s "$PG_DATA/PG_VERSION" ]] && return 0
   local bin; bin="$(pg_bin)"
   random_secret "$SECRETS_DIR/pg_password"
-  mkdir -p "$PG_DATA"
-  chown postgres:postgres "$PG_DATA"
-  chmod 700 "$PG_DATA"
-  # every parent must be traversable by the postgres user
-  local d="$PG_DATA"
-  while d="$(dirname "$d")"; [[ "$d" != "/" ]]; do
-    as_postgres test -x "$d" || die "postgres: $d is not traversable by the postgres user (chmod o+x it)"
+  # The server runs as the postgres user: every parent of its data dir must be traversable
+  # by it. When the checkout lives below a private dir (e.g. /root/...), keep the data in
+  # /var/lib/postgresql/tradeops-<hash of the checkout path> and link .state/pg to it.
+  local d="$STATE" real="$PG_DATA"
+  while [[ "$d" != "/" ]]; do
+    if ! as_postgres test -x "$d"; then
+      real="/var/lib/postgresql/tradeops-$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+      say "postgres: $d is not traversable by the postgres user: data in $real (linked from $PG_DATA)"
+      break
+    fi
+    d="$(dirname "$d")"
   done
+  rm -rf "$real"
+  mkdir -p "$real"
+  [[ "$real" != "$PG_DATA" ]] && ln -sfn "$real" "$PG_DATA"
+  chown postgres:postgres "$real"
+  chmod 700 "$real"
   # initdb reads the superuser password from a file the postgres user can read: a private copy
   local pw; pw="$(mktemp)"; chown postgres "$pw"; chmod 600 "$pw"
   cat "$SECRETS_DIR/pg_password" >"$pw"
   say "postgres: initdb $PG_DATA"
   as_postgres "$bin/initdb" -D "$PG_DATA" -U tradeops --pwfile="$pw" -A scram-sha-256 \
     -E UTF8 --locale=C.UTF-8 >>"$(log_file postgres)" 2>&1 \
-    || { rm -f "$pw"; log_tail postgres; rm -rf "$PG_DATA"; die "postgres: initdb failed"; }
+    || { rm -f "$pw"; log_tail postgres; rm -rf "$real"; die "postgres: initdb failed"; }
   rm -f "$pw"
 }
 

@@ -123,7 +123,7 @@ wait_port_free() {
 }
 
 # port_owner PORT: "pid/command" of whatever listens on PORT (best effort).
-port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
+port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o "pid=[0-9]*" | head -1 | cut -d= -f2 || true; }
 
 # wait_http URL TIMEOUT [NAME]: until URL answers 2xx.
 wait_http() {
