@@ -85,6 +85,20 @@ class GatewayOmsConfig(_S):
     critical_processes: dict[str, float] = {}
     lag_window: int = 10
     scrape_budget_s: float = 2.0
+    # lag observations closer together than this (seconds) are not added to the window
+    lag_min_interval_s: float = 5.0
+    # gateway label values kept as they are; others fold into "other" (empty: the first
+    # 10 names seen are kept)
+    gateways: list[str] = []
+    # broker endpoints kept as `endpoint` label (longest matching path prefix); others "other"
+    endpoints: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "/orders/regular", "/orders/amo", "/orders/co", "/orders/iceberg", "/orders/auction",
+            "/orders", "/trades", "/quote/ltp", "/quote/ohlc", "/quote",
+            "/instruments/historical", "/instruments", "/portfolio/positions",
+            "/portfolio/holdings", "/user/margins", "/session/token",
+        ]
+    )
 
 
 class OmsLifecycleConfig(_S):
@@ -439,6 +453,16 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         fail("[calendar].session_close", "expected later than session_open", cfg.calendar.session_close)
     if not 1 <= cfg.postgres.port <= 65535:
         fail("[postgres].port", "expected a port 1-65535", cfg.postgres.port)
+    g = cfg.gateway_oms
+    if g.lag_window < 2:
+        fail("[gateway_oms].lag_window", "expected an integer >= 2", g.lag_window)
+    if g.scrape_budget_s <= 0:
+        fail("[gateway_oms].scrape_budget_s", "expected a number > 0", g.scrape_budget_s)
+    if g.lag_min_interval_s < 0:
+        fail("[gateway_oms].lag_min_interval_s", "expected a number >= 0", g.lag_min_interval_s)
+    for proc, timeout in g.critical_processes.items():
+        if timeout <= 0:
+            fail(f"[gateway_oms].critical_processes.{proc}", "expected a timeout > 0", timeout)
     seen: set[str] = set()
     for i, pair in enumerate(cfg.pairs):
         if pair.name in seen:
