@@ -28,16 +28,17 @@ die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 log_file() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
 
-# pid NAME: the pid recorded for NAME, or nothing.
+# pid_of NAME: the pid recorded for NAME, or nothing (always succeeds).
 pid_of() {
   local f; f="$(pid_file "$1")"
-  [[ -s "$f" ]] && tr -dc '0-9' <"$f"
+  if [[ -s "$f" ]]; then tr -dc '0-9' <"$f"; fi
+  return 0
 }
 
 # is_running NAME: the recorded pid is alive (and not a zombie).
 is_running() {
   local pid state
-  pid="$(pid_of "$1")" || return 1
+  pid="$(pid_of "$1")"
   [[ -n "$pid" ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
   state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
