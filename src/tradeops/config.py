@@ -213,7 +213,8 @@ class HeartbeatConfig(_S):
 
 class ProgramConfig(_S):
     name: str
-    mode: Literal["spawn", "systemd"] = "spawn"
+    # spawn: start and own the child; systemd: `systemctl restart unit`; watch: observe only
+    mode: Literal["spawn", "systemd", "watch"] = "spawn"
     command: list[str] = []
     unit: str = ""
     cwd: str = ""
@@ -227,12 +228,20 @@ class ProgramConfig(_S):
     restart_budget: int = 5
     budget_window_s: float = 300.0
     stop_grace_s: float = 5.0
+    # the first restart after a failure-free stretch is immediate; later ones back off
+    first_restart_immediate: bool = True
+    # a run that lasted this long resets the backoff streak
+    backoff_reset_s: float = 60.0
 
 
 class SupervisorConfig(_S):
     listen: str = "127.0.0.1:9815"
     poll_interval_s: float = 0.2
     status_file: str = "/run/tradeops/supervisor.json"
+    # how often HTTP and systemd heartbeat sources are probed (each in its own thread)
+    probe_interval_s: float = 1.0
+    # Kafka consumer group of the ops.heartbeats reader (it never commits offsets)
+    group_id: str = "tradeops-supervisor"
     programs: list[ProgramConfig] = []
 
 
@@ -481,6 +490,46 @@ def _semantic_checks(cfg: Config, name: str) -> None:
             fail(f"[supervisor].programs[{i}].command", "required when mode = \"spawn\"", None)
         if prog.mode == "systemd" and not prog.unit:
             fail(f"[supervisor].programs[{i}].unit", "required when mode = \"systemd\"", None)
+        _check_program(prog, f"[supervisor].programs[{i}]", fail)
+    if cfg.supervisor.poll_interval_s <= 0 or cfg.supervisor.poll_interval_s > 5:
+        fail("[supervisor].poll_interval_s", "expected a number in (0, 5]", cfg.supervisor.poll_interval_s)
+    if cfg.supervisor.probe_interval_s <= 0:
+        fail("[supervisor].probe_interval_s", "expected a number > 0", cfg.supervisor.probe_interval_s)
+
+
+def _check_program(prog: ProgramConfig, key: str, fail: Any) -> None:
+    """[supervisor].programs[i]: values a type cannot express (part of the supervisor)."""
+    hb = prog.heartbeat
+    if prog.mode == "watch" and hb.source == "none":
+        fail(f"{key}.heartbeat.source", "required when mode = \"watch\"", hb.source)
+    if hb.source == "file" and not hb.path:
+        fail(f"{key}.heartbeat.path", "required when heartbeat.source = \"file\"", None)
+    if hb.source == "http" and not hb.url.startswith(("http://", "https://")):
+        fail(f"{key}.heartbeat.url", "expected an http(s):// URL", hb.url or None)
+    if hb.source == "systemd" and not (hb.unit or prog.unit):
+        fail(f"{key}.heartbeat.unit", "required when heartbeat.source = \"systemd\"", None)
+    positive = {
+        "heartbeat.timeout_s": hb.timeout_s,
+        "backoff_factor": prog.backoff_factor,
+        "budget_window_s": prog.budget_window_s,
+    }
+    for k, v in positive.items():
+        if v <= 0:
+            fail(f"{key}.{k}", "expected a number > 0", v)
+    non_negative = {
+        "startsecs": prog.startsecs,
+        "backoff_initial_s": prog.backoff_initial_s,
+        "backoff_max_s": prog.backoff_max_s,
+        "stop_grace_s": prog.stop_grace_s,
+        "backoff_reset_s": prog.backoff_reset_s,
+    }
+    for k, v in non_negative.items():
+        if v < 0:
+            fail(f"{key}.{k}", "expected a number >= 0", v)
+    if prog.backoff_factor < 1:
+        fail(f"{key}.backoff_factor", "expected a number >= 1", prog.backoff_factor)
+    if prog.restart_budget < 1:
+        fail(f"{key}.restart_budget", "expected an integer >= 1", prog.restart_budget)
 
 
 def secret_path(cfg: Config, value: str) -> Path:

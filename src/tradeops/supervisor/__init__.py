@@ -1,0 +1,1 @@
+"""Heartbeat supervisor: `tradeops supervise` (see docs/operations.md, section Supervisor)."""
