@@ -127,7 +127,10 @@ pg_bin() {
   die "postgres: no server binaries under /usr/lib/postgresql: run 'scripts/stack.sh install'"
 }
 
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+as_postgres() { (cd / && setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"); }
+
+# the data dir as the server sees it (.state/pg may be a link, see pg_init)
+pg_data_real() { readlink -f "$PG_DATA"; }
 
 pg_init() {
   [[ -s "$PG_DATA/PG_VERSION" ]] && return 0
@@ -154,7 +157,7 @@ pg_init() {
   local pw; pw="$(mktemp)"; chown postgres "$pw"; chmod 600 "$pw"
   cat "$SECRETS_DIR/pg_password" >"$pw"
   say "postgres: initdb $PG_DATA"
-  as_postgres "$bin/initdb" -D "$PG_DATA" -U tradeops --pwfile="$pw" -A scram-sha-256 \
+  as_postgres "$bin/initdb" -D "$real" -U tradeops --pwfile="$pw" -A scram-sha-256 \
     -E UTF8 --locale=C.UTF-8 >>"$(log_file postgres)" 2>&1 \
     || { rm -f "$pw"; log_tail postgres; rm -rf "$real"; die "postgres: initdb failed"; }
   rm -f "$pw"
@@ -177,8 +180,9 @@ start_postgres() {
         && die "postgres: port $PG_PORT is taken by pid $(port_owner "$PG_PORT"), not by this stack"
       # fsync=off: a dev/test cluster (an OS crash may lose it; a killed server does not,
       # synchronous_commit stays on). No unix socket: TCP on 127.0.0.1 only.
+      local data; data="$(pg_data_real)"
       start_bg postgres setpriv --reuid=postgres --regid=postgres --init-groups -- \
-        "$(pg_bin)/postgres" -D "$PG_DATA" \
+        "$(pg_bin)/postgres" -D "$data" \
         -c port="$PG_PORT" -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
         -c max_connections=300 -c fsync=off -c full_page_writes=off \
         -c shared_buffers=128MB -c log_min_messages=warning -c log_line_prefix='%m [%p] %d '
