@@ -36,7 +36,7 @@ restart-%: ## restart one service: make restart-kafka, make restart-postgres
 	@$(STACK) restart $*
 
 lint: ## ruff over src tests bench
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check $(wildcard src tests bench)
 
 # pytest exit 5 = no test collected: that is a failure here, never a green run.
 test: up-core lint ## install, start the core stack, ruff, then pytest over tests/
