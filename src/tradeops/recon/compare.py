@@ -1,0 +1,200 @@
+"""The comparison, pushed down to PostgreSQL: one set-based statement over the date's rows.
+
+Internal bars (``bars_1m``) and broker bars (``broker_bars_1m``) of one calendar day are
+joined with a FULL OUTER JOIN on (symbol, ts). A joined row is a discrepancy when:
+
+- its minute is not a bar start inside the session -> ``outside_session`` (either side);
+- only the broker has it -> ``missing_internal``; only we have it -> ``missing_broker``;
+- both have it and one of open/high/low/close differs by more than
+  ``price_tolerance + price_rel_tolerance * |broker|`` -> ``price_mismatch`` (``columns``
+  names which, ``max_abs_diff`` the largest difference);
+- both have it and ``|volume_i - volume_b| > volume_rel_tolerance * volume_b`` ->
+  ``volume_mismatch``. A minute can be both a price and a volume mismatch (two rows).
+
+Only the discrepancies leave the server: the join, the tolerance tests and the insert into
+``bars_1m_recon`` are one INSERT ... SELECT, in the same transaction as the removal of the
+date's previous ``open`` rows, so a rerun replaces them atomically (never duplicated,
+never half-written).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ..config import Config
+from ..db import table_identifiers
+
+KINDS = ("missing_internal", "missing_broker", "price_mismatch", "volume_mismatch", "outside_session")
+HEALABLE = ("missing_internal", "price_mismatch", "volume_mismatch")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+# floating point slack so that a difference of exactly the tolerance is not a mismatch
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one comparison covers: a calendar day (tz-aware bounds) and its session."""
+
+    day: dt.date
+    start: dt.datetime
+    end: dt.datetime
+    session_open: dt.datetime
+    session_close: dt.datetime
+    symbols: tuple[str, ...] | None = None  # None = every symbol present that day
+
+    def params(self, cfg: Config) -> dict:
+        return {
+            "day": self.day,
+            "start": self.start,
+            "end": self.end,
+            "sopen": self.session_open,
+            "sclose": self.session_close,
+            "symbols": list(self.symbols) if self.symbols is not None else None,
+            "ptol": cfg.recon.price_tolerance + EPSILON,
+            "prel": cfg.recon.price_rel_tolerance,
+            "vrel": cfg.recon.volume_rel_tolerance,
+        }
+
+
+def _side(table: sql.Identifier, scope: Scope) -> sql.Composed:
+    cond = sql.SQL("ts >= %(start)s AND ts < %(end)s")
+    if scope.symbols is not None:
+        cond = cond + sql.SQL(" AND symbol = ANY(%(symbols)s)")
+    return sql.SQL("SELECT symbol, ts, open, high, low, close, volume FROM {} WHERE ").format(table) + cond
+
+
+def discrepancy_select(cfg: Config, scope: Scope) -> sql.Composed:
+    """SELECT symbol, ts, kind, columns, internal_*, broker_*, max_abs_diff for the scope."""
+    t = table_identifiers(cfg)
+    price_bad = {
+        c: sql.SQL("abs(i.{c} - b.{c}) > %(ptol)s::float8 + %(prel)s::float8 * abs(b.{c})").format(
+            c=sql.Identifier(c)
+        )
+        for c in PRICE_COLUMNS
+    }
+    return sql.SQL(
+        """
+SELECT f.symbol, f.ts, k.kind, k.cols AS columns,
+       f.i_open, f.i_high, f.i_low, f.i_close, f.i_volume,
+       f.b_open, f.b_high, f.b_low, f.b_close, f.b_volume, k.diff AS max_abs_diff
+FROM (
+    SELECT coalesce(i.symbol, b.symbol) AS symbol, coalesce(i.ts, b.ts) AS ts,
+           i.open AS i_open, i.high AS i_high, i.low AS i_low, i.close AS i_close,
+           i.volume AS i_volume,
+           b.open AS b_open, b.high AS b_high, b.low AS b_low, b.close AS b_close,
+           b.volume AS b_volume,
+           i.symbol IS NOT NULL AS has_i, b.symbol IS NOT NULL AS has_b,
+           (coalesce(i.ts, b.ts) >= %(sopen)s AND coalesce(i.ts, b.ts) < %(sclose)s
+            AND extract(second FROM coalesce(i.ts, b.ts)) = 0) AS ins,
+           {po} AS po, {ph} AS ph, {pl} AS pl, {pc} AS pc,
+           abs(i.volume - b.volume) > %(vrel)s::float8 * b.volume AS vb
+    FROM ({internal}) i FULL JOIN ({broker}) b ON i.symbol = b.symbol AND i.ts = b.ts
+) f
+CROSS JOIN LATERAL (VALUES
+    ('outside_session', NOT f.ins, '{{}}'::text[], NULL::float8),
+    ('missing_internal', f.ins AND NOT f.has_i, '{{}}'::text[], NULL::float8),
+    ('missing_broker', f.ins AND NOT f.has_b, '{{}}'::text[], NULL::float8),
+    ('price_mismatch', f.ins AND (f.po OR f.ph OR f.pl OR f.pc),
+        array_remove(ARRAY[CASE WHEN f.po THEN 'open' END, CASE WHEN f.ph THEN 'high' END,
+                           CASE WHEN f.pl THEN 'low' END, CASE WHEN f.pc THEN 'close' END], NULL),
+        greatest(CASE WHEN f.po THEN abs(f.i_open - f.b_open) END,
+                 CASE WHEN f.ph THEN abs(f.i_high - f.b_high) END,
+                 CASE WHEN f.pl THEN abs(f.i_low - f.b_low) END,
+                 CASE WHEN f.pc THEN abs(f.i_close - f.b_close) END)),
+    ('volume_mismatch', f.ins AND f.vb, ARRAY['volume'], abs(f.i_volume - f.b_volume)::float8)
+) AS k(kind, hit, cols, diff)
+WHERE (NOT f.ins OR NOT f.has_i OR NOT f.has_b OR f.po OR f.ph OR f.pl OR f.pc OR f.vb)
+  AND k.hit
+"""
+    ).format(
+        internal=_side(t["bars_1m"], scope),
+        broker=_side(t["broker_bars_1m"], scope),
+        po=price_bad["open"],
+        ph=price_bad["high"],
+        pl=price_bad["low"],
+        pc=price_bad["close"],
+    )
+
+
+@dataclass
+class CompareResult:
+    internal_rows: int = 0
+    broker_rows: int = 0
+    symbols: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    compare_seconds: float = 0.0
+
+    @property
+    def discrepancies(self) -> int:
+        return sum(self.counts.values())
+
+
+def side_counts(conn: psycopg.Connection, cfg: Config, scope: Scope) -> tuple[int, int, int]:
+    """(internal rows, broker rows, distinct symbols on either side) in the scope."""
+    t = table_identifiers(cfg)
+    q = sql.SQL(
+        "SELECT (SELECT count(*) FROM ({i}) a), (SELECT count(*) FROM ({b}) c), "
+        "(SELECT count(*) FROM (SELECT symbol FROM ({i}) a UNION SELECT symbol FROM ({b}) c) s)"
+    ).format(i=_side(t["bars_1m"], scope), b=_side(t["broker_bars_1m"], scope))
+    row = conn.execute(q, scope.params(cfg)).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def compare_and_write(conn: psycopg.Connection, cfg: Config, scope: Scope, run_id: str) -> CompareResult:
+    """Replace the scope's open rows in ``bars_1m_recon`` with this run's findings, atomically.
+
+    Rows an operator or the autoheal settled keep their status: a finding that matches an
+    ``unhealable`` row stays ``unhealable``; one that matches a ``healed`` row is reopened
+    (it is a discrepancy again).
+    """
+    import time
+
+    t = table_identifiers(cfg)
+    params = scope.params(cfg) | {"run_id": run_id}
+    sym_cond = sql.SQL(" AND symbol = ANY(%(symbols)s)") if scope.symbols is not None else sql.SQL("")
+    res = CompareResult()
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("DELETE FROM {r} WHERE trading_day = %(day)s AND status = 'open'").format(
+                r=t["bars_1m_recon"]
+            )
+            + sym_cond,
+            params,
+        )
+        conn.execute(
+            sql.SQL(
+                """
+INSERT INTO {r} AS r (trading_day, run_id, symbol, ts, kind, columns,
+    internal_open, internal_high, internal_low, internal_close, internal_volume,
+    broker_open, broker_high, broker_low, broker_close, broker_volume, max_abs_diff)
+SELECT %(day)s, %(run_id)s, d.* FROM ({select}) d
+ON CONFLICT (trading_day, symbol, ts, kind) DO UPDATE SET
+    run_id = excluded.run_id, columns = excluded.columns,
+    internal_open = excluded.internal_open, internal_high = excluded.internal_high,
+    internal_low = excluded.internal_low, internal_close = excluded.internal_close,
+    internal_volume = excluded.internal_volume,
+    broker_open = excluded.broker_open, broker_high = excluded.broker_high,
+    broker_low = excluded.broker_low, broker_close = excluded.broker_close,
+    broker_volume = excluded.broker_volume, max_abs_diff = excluded.max_abs_diff,
+    status = CASE WHEN r.status = 'unhealable' THEN 'unhealable' ELSE 'open' END,
+    healed_run_id = CASE WHEN r.status = 'unhealable' THEN r.healed_run_id END,
+    updated_at = now()
+"""
+            ).format(r=t["bars_1m_recon"], select=discrepancy_select(cfg, scope)),
+            params,
+        )
+        for kind, n in conn.execute(
+            sql.SQL(
+                "SELECT kind, count(*) FROM {r} WHERE trading_day = %(day)s AND run_id = %(run_id)s "
+                "GROUP BY kind"
+            ).format(r=t["bars_1m_recon"]),
+            params,
+        ):
+            res.counts[kind] = int(n)
+    res.compare_seconds = time.perf_counter() - t0
+    return res
