@@ -63,3 +63,85 @@ def found(cfg, day: dt.date, status: str | None = None) -> set[tuple[str, dt.dat
         params = (day, status)
     with db.connect(cfg) as conn:
         return {(r[0], r[1], r[2], tuple(r[3])) for r in conn.execute(q, params)}
+
+
+def write_config(cfg, path) -> str:
+    """Write ``cfg`` as a TOML file (secret paths made absolute) for `tradeops --config`."""
+    import msgspec
+
+    from tradeops import config as config_mod
+
+    abs_ = lambda v: str(config_mod.secret_path(cfg, v)) if v else v  # noqa: E731
+    c = msgspec.structs.replace(
+        cfg,
+        postgres=msgspec.structs.replace(cfg.postgres, password_file=abs_(cfg.postgres.password_file)),
+        broker=msgspec.structs.replace(
+            cfg.broker,
+            api_key_file=abs_(cfg.broker.api_key_file),
+            access_token_file=abs_(cfg.broker.access_token_file),
+        ),
+        doctor=msgspec.structs.replace(cfg.doctor, kafka_data_dir="", postgres_data_dir=""),
+        supervisor=msgspec.structs.replace(cfg.supervisor, status_file="/tmp/tradeops-test-supervisor.json"),
+    )
+    text = config_mod.to_toml(config_mod.redacted(c))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return str(path)
+
+
+def cli(config_path: str, *args: str, env: dict | None = None, timeout: float = 120):
+    """Run `tradeops --config FILE ARGS...` as a user would; returns CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    e = dict(os.environ)
+    e.pop("TRADEOPS_AUTOHEAL_CRASH_AFTER", None)
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tradeops.cli", "--config", config_path, *args],
+        capture_output=True, text=True, timeout=timeout, env=e,
+    )
+
+
+def read_topic(cfg, topic: str, timeout: float = 20.0) -> list:
+    """Every message of ``topic`` from the beginning (all partitions, until their end)."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tradeops.kafka_admin import client_conf
+
+    c = Consumer(client_conf(cfg, **{"group.id": "recon-test-reader", "enable.auto.commit": False,
+                                     "enable.partition.eof": True}))
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = list(md.partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        out = []
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # _PARTITION_EOF
+                    todo.discard(m.partition())
+                continue
+            out.append(m)
+            if m.offset() + 1 >= ends[m.partition()]:
+                todo.discard(m.partition())
+        assert not todo, f"could not read {topic} partitions {todo}"
+        return out
+    finally:
+        c.close()
+
+
+def table_rows(cfg, table_key: str, cols: str, where: str = "TRUE", params=()) -> list[tuple]:
+    t = table_identifiers(cfg)[table_key]
+    with db.connect(cfg) as conn:
+        return conn.execute(
+            sql.SQL("SELECT " + cols + " FROM {} WHERE " + where + " ORDER BY 1, 2").format(t), params
+        ).fetchall()
