@@ -268,6 +268,21 @@ class SimConfig(_S):
     metrics_listen: str = "127.0.0.1:9816"
     broker_api_listen: str = "127.0.0.1:9817"
     broker_rate_limit_per_s: float = 3.0
+    # share of (symbol, minute) bars with an injected internal/broker discrepancy
+    discrepancy_rate: float = 0.002
+    # orders per minute over all strategies, and the shares of each order path
+    orders_per_minute: float = 12.0
+    risk_reject_share: float = 0.06
+    broker_reject_share: float = 0.03
+    cancel_share: float = 0.12
+    partial_fill_share: float = 0.2
+    expire_share: float = 0.01
+    stuck_share: float = 0.01
+    invalid_share: float = 0.01
+    duplicate_share: float = 0.01
+    out_of_order_share: float = 0.01
+    kite_status_share: float = 0.25
+    rate_limited_share: float = 0.02
 
 
 class Config(_S):
@@ -428,6 +443,20 @@ def _semantic_checks(cfg: Config, name: str) -> None:
     for key in ("metrics_listen", "broker_api_listen"):
         if not _listen_ok(getattr(cfg.sim, key)):
             fail(f"[sim].{key}", "expected HOST:PORT", getattr(cfg.sim, key))
+    for key in ("discrepancy_rate", "risk_reject_share", "broker_reject_share", "cancel_share",
+                "partial_fill_share", "expire_share", "stuck_share", "invalid_share",
+                "duplicate_share", "out_of_order_share", "kite_status_share",
+                "rate_limited_share"):
+        if not 0 <= getattr(cfg.sim, key) <= (0.2 if key == "discrepancy_rate" else 1):
+            fail(f"[sim].{key}", "expected a share between 0 and "
+                 + ("0.2" if key == "discrepancy_rate" else "1"), getattr(cfg.sim, key))
+    if cfg.sim.orders_per_minute < 0:
+        fail("[sim].orders_per_minute", "expected a number >= 0", cfg.sim.orders_per_minute)
+    if not 1 <= cfg.sim.symbols <= 20_000:
+        fail("[sim].symbols", "expected an integer 1..20000", cfg.sim.symbols)
+    if cfg.sim.broker_rate_limit_per_s <= 0:
+        fail("[sim].broker_rate_limit_per_s", "expected a number > 0",
+             cfg.sim.broker_rate_limit_per_s)
     for key in ("session_open", "session_close"):
         if not _HHMM.match(getattr(cfg.calendar, key)):
             fail(f"[calendar].{key}", "expected HH:MM", getattr(cfg.calendar, key))
