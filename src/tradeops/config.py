@@ -72,6 +72,8 @@ class TablesConfig(_S):
     recon_runs: str = "recon_runs"
     bars_1m_audit: str = "bars_1m_audit"
     risk_peaks: str = "risk_peaks"
+    risk_positions: str = "risk_positions"
+    risk_offsets: str = "risk_offsets"
     instruments: str = "broker_instruments"
     broker_fetches: str = "broker_fetches"
     recon_heal_actions: str = "recon_heal_actions"
@@ -148,11 +150,20 @@ class PairConfig(_S):
     beta: float | None = None
     zscore_band: float = 2.0
     stale_after_s: float = 180.0
+    # hedge = "kalman": process noise delta (random walk of beta, alpha) and observation
+    # variance of ln a around beta ln b + alpha (log-price units)
+    kalman_delta: float = 1e-4
+    kalman_obs_var: float = 1e-6
 
 
 class PairsExporterConfig(_S):
     listen: str = "127.0.0.1:9814"
     group_id: str = "tradeops-pairs"
+    # after the warm-up from bars_1m, Kafka is read from this long before the warm-up's
+    # query (bars not yet in PostgreSQL); bars seen twice are counted as duplicates
+    warmup_overlap_s: float = 300.0
+    # Kalman pairs replay this many windows of bars at start (its state has no window)
+    kalman_warmup_windows: int = 10
 
 
 class ReconConfig(_S):
