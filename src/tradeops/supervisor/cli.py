@@ -114,6 +114,8 @@ def render_table(data: dict[str, Any], now: float | None = None) -> str:
             detail = f"next start in {p['next_start_in_s']:.1f}s; {detail}"
         if p.get("heartbeat_detail") and not p.get("heartbeat_known", True):
             detail = f"{detail}; {p['heartbeat_detail']}"
+        if len(detail) > 100:
+            detail = detail[:97] + "..."
         rows.append((
             p["name"],
             p["mode"],

@@ -238,6 +238,9 @@ class KafkaHeartbeats:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "latest",
                     "error_cb": on_error,
+                    # broker-down lines would repeat every few ms; the health detail and
+                    # the one log line per change (see _set_health) say it once
+                    "log_level": 2,
                 },
             )
         )
