@@ -89,13 +89,16 @@ start_kafka() {
   else
     [[ -n "$(ls "$KAFKA_LIB"/kafka_2.13-*.jar 2>/dev/null)" ]] \
       || die "kafka: no broker jars in $KAFKA_LIB: run 'scripts/stack.sh install'"
-    if port_open 127.0.0.1 19092 || port_open 127.0.0.1 19093; then
+    if adopt kafka 19092 "$KAFKA_HOME/config/server.properties"; then
+      :
+    elif port_open 127.0.0.1 19092 || port_open 127.0.0.1 19093; then
       die "kafka: port 19092/19093 is taken by pid $(port_owner 19092)$(port_owner 19093), not by this stack"
+    else
+      kafka_render_config
+      kafka_format
+      kafka_java
+      start_bg kafka "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_HOME/config/server.properties"
     fi
-    kafka_render_config
-    kafka_format
-    kafka_java
-    start_bg kafka "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_HOME/config/server.properties"
   fi
   local t0=$SECONDS
   "$PY" "$REPO/scripts/kafka/wait_ready.py" "$KAFKA_BOOTSTRAP" "$KAFKA_TIMEOUT" "$(pid_of kafka)" \
@@ -230,7 +233,7 @@ stop_postgres() {
 start_prometheus() {
   local bin=/usr/bin/prometheus
   [[ -x $bin ]] || die "prometheus: $bin missing: run 'scripts/stack.sh install'"
-  if ! is_running prometheus; then
+  if ! is_running prometheus && ! adopt prometheus $PROM_PORT "$STATE/prometheus"; then
     port_open 127.0.0.1 $PROM_PORT && die "prometheus: port $PROM_PORT is taken by pid $(port_owner $PROM_PORT)"
     "$(dirname $bin)/promtool" check config "$REPO/infra/prometheus/prometheus.yml" >/dev/null \
       || die "prometheus: infra/prometheus/prometheus.yml is invalid (promtool check config)"
@@ -246,7 +249,7 @@ start_prometheus() {
 start_pushgateway() {
   local bin=/usr/bin/prometheus-pushgateway
   [[ -x $bin ]] || die "pushgateway: $bin missing: run 'scripts/stack.sh install'"
-  if ! is_running pushgateway; then
+  if ! is_running pushgateway && ! adopt pushgateway $PUSH_PORT "$STATE/pushgateway"; then
     port_open 127.0.0.1 $PUSH_PORT && die "pushgateway: port $PUSH_PORT is taken by pid $(port_owner $PUSH_PORT)"
     mkdir -p "$STATE/pushgateway"
     start_bg pushgateway "$bin" --web.listen-address=127.0.0.1:$PUSH_PORT \
@@ -361,6 +364,9 @@ cmd_status() {
   return $rc
 }
 
+case "${1:-}" in
+  up | down | start | stop | restart) stack_lock ;;
+esac
 case "${1:-}" in
   install) cmd_install ;;
   up) shift; cmd_up "$@" ;;

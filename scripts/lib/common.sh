@@ -126,6 +126,28 @@ wait_port_free() {
 # port_owner PORT: "pid/command" of whatever listens on PORT (best effort).
 port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o "pid=[0-9]*" | head -1 | cut -d= -f2 || true; }
 
+# adopt NAME PORT PATTERN: when NAME has no live pid file but the process listening on PORT
+# has PATTERN in its command line (ours, e.g. its pid file was lost), record its pid.
+adopt() {
+  local name="$1" port="$2" pattern="$3" pid
+  is_running "$name" && return 0
+  pid="$(port_owner "$port")"
+  [[ -n "$pid" ]] || return 1
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern"; then
+    echo "$pid" >"$(pid_file "$name")"
+    say "$name: adopted running pid $pid (listening on :$port)"
+    return 0
+  fi
+  return 1
+}
+
+# stack_lock: serialise commands that start/stop services (several helpers, tests and
+# make targets may call scripts/stack.sh at once). Held until the calling script exits.
+stack_lock() {
+  exec 9>"$RUN_DIR/.stack.lock"
+  flock -w "${1:-300}" 9 || die "another scripts/stack.sh held $RUN_DIR/.stack.lock for ${1:-300}s"
+}
+
 # wait_http URL TIMEOUT [NAME]: until URL answers 2xx.
 wait_http() {
   local url="$1" timeout="$2" name="${3:-}" deadline=$((SECONDS + $2))
