@@ -11,7 +11,7 @@ STACK   := scripts/stack.sh
 PYTEST_TIMEOUT ?= 300
 PYTEST_ARGS    ?=
 
-.PHONY: help install up up-core down status restart-kafka restart-postgres test lint bench lock clean
+.PHONY: help install up up-core down status test lint bench ci-local lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -46,6 +46,9 @@ test: up-core lint ## install, start the core stack, ruff, then pytest over test
 
 bench: up-core ## run every bench/bench_*.py (each prints ratios against its own anchor)
 	@set -e; shopt -s nullglob; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+ci-local: ## .ci/run on a fresh clone of HEAD in a private network namespace (stack keeps running)
+	@scripts/lib/ci_local.sh
 
 lock: ## regenerate requirements.lock + requirements-dev.lock from the current .venv
 	$(PY) scripts/lib/lock.py
