@@ -323,3 +323,71 @@ critical_processes = {{ "oms-core" = 30.0 }}
     for topic in (t.gateway_events, t.heartbeats):
         hw = {p: o for p, o in high_watermarks(cfg, topic, parts).items() if o > 0}
         assert committed(cfg, cfg.gateway_oms.group_id, topic, parts) == hw, topic
+
+
+def test_lag_of_configured_groups_served_on_metrics(gw_cfg):
+    """The lag collector is wired into the exporter: its own group's lag on /metrics."""
+    cfg = replace(gw_cfg, gateway_oms=replace(gw_cfg.gateway_oms, lag_groups=[gw_cfg.gateway_oms.group_id],
+                                              lag_min_interval_s=0.0))
+    t = cfg.topics
+    produce(cfg, t.gateway_events, [encode(gw("fill", dt=i)) for i in range(4)])
+    with Running(cfg) as r:
+        wait_for(lambda: r.loop.processed >= 4)
+        group = cfg.gateway_oms.group_id
+
+        def caught_up():
+            status, body = r.http("/metrics")
+            text = body.decode()
+            return (f'kafka_consumergroup_lag_sum{{consumergroup="{group}",topic="{t.gateway_events}"}} 0.0'
+                    in text and f'kafka_consumergroup_status{{consumergroup="{group}",status="OK"}} 1.0'
+                    in text)
+
+        wait_for(caught_up, timeout=20, step=0.3, what="own group's lag on /metrics")
+        assert r.value("gateway_oms_exporter_scrape_duration_seconds") >= 0
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stack(*args) -> float:
+    t0 = time.monotonic()
+    subprocess.run([os.path.join(REPO, "scripts", "stack.sh"), *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    return time.monotonic() - t0
+
+
+@pytest.mark.integration
+def test_broker_outage_keeps_serving_and_recovers(gw_cfg):
+    """Stops the shared broker for a few seconds (keep this the only such test)."""
+    cfg = replace(gw_cfg, gateway_oms=replace(gw_cfg.gateway_oms, lag_groups=[gw_cfg.gateway_oms.group_id],
+                                              scrape_budget_s=1.0))
+    t = cfg.topics
+    produce(cfg, t.gateway_events, [encode(gw("fill", dt=i)) for i in range(5)])
+    with Running(cfg, probe_interval_s=1.0) as r:
+        up = {"dependency": "kafka"}
+        wait_for(lambda: r.loop.processed >= 5)
+        wait_for(lambda: r.value("gateway_oms_exporter_up", up) == 1)
+        try:
+            stack("stop", "kafka")
+            wait_for(lambda: r.value("gateway_oms_exporter_up", up) == 0, timeout=15,
+                     what="_up 0 after the broker stopped")
+            t0 = time.monotonic()
+            status, body = r.http("/metrics")
+            took = time.monotonic() - t0
+            assert status == 200 and b'gateway_oms_exporter_up{dependency="kafka"} 0.0' in body
+            assert b'gateway_fills_total{gateway="zerodha"} 5.0' in body
+            assert took < 3.0  # the lag collection is bounded by the scrape budget
+            assert r.http("/healthz")[0] == 503
+        finally:
+            stack("start", "kafka")
+        wait_for(lambda: r.value("gateway_oms_exporter_up", up) == 1, timeout=30,
+                 what="_up 1 after the broker returned")
+        assert r.http("/healthz")[0] == 200
+        produce(cfg, t.gateway_events, [encode(gw("fill", dt=10 + i)) for i in range(5)])
+        wait_for(lambda: r.value("gateway_fills_total", {"gateway": "zerodha"}) == 10, timeout=30)
+        time.sleep(1.0)
+        assert r.value("gateway_fills_total", {"gateway": "zerodha"}) == 10  # nothing doubled
+        assert r.loop.processed == 10
+    parts = t.partitions
+    hw = {p: o for p, o in high_watermarks(cfg, t.gateway_events, parts).items() if o > 0}
+    assert committed(cfg, cfg.gateway_oms.group_id, t.gateway_events, parts) == hw

@@ -12,7 +12,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tradeops.exporters.kafka_lag import LagCollector, LagReader, LagTracker, RecordTimestamps
+from tradeops.exporters.kafka_lag import (
+    IsolatedLagReader,
+    LagCollector,
+    LagTracker,
+    LagWorkerError,
+    RecordTimestamps,
+)
 from tradeops.kafka_admin import client_conf
 
 
@@ -66,7 +72,8 @@ def test_lag_messages_seconds_status_and_deleted_group(kafka_cfg, kafka_ready):
     conf = client_conf(cfg)
     clock = [time.time()]
     stamps = RecordTimestamps(conf)
-    lag = LagCollector([g_stop, g_stall, g_never], LagReader(conf), stamps,
+    reader = IsolatedLagReader(conf)
+    lag = LagCollector([g_stop, g_stall, g_never], reader, stamps,
                        LagTracker(size=3, min_interval_s=0), wall_clock=lambda: clock[0])
     try:
         def scrape():
@@ -125,6 +132,20 @@ def test_lag_messages_seconds_status_and_deleted_group(kafka_cfg, kafka_ready):
         f7 = scrape()
         assert sample(f7, "kafka_consumergroup_lag", st) == 15
         assert status(f7, g_stall) == "REWIND"
+        # the child holding the admin client dies (as on librdkafka's abort): the next
+        # scrape starts a new child and carries on
+        reader.proc.kill()
+        reader.proc.wait(5)
+        clock[0] += 15
+        f8 = scrape()
+        assert sample(f8, "kafka_consumergroup_lag", st) == 15 and reader.spawned == 2
+        # a child that does not answer within the budget is killed; the scrape fails alone
+        with pytest.raises(LagWorkerError, match="within the scrape budget"):
+            lag(time.monotonic() + 0.001)
+        assert reader.proc is None
+        f9 = scrape()
+        assert sample(f9, "kafka_consumergroup_lag", st) == 15 and reader.spawned == 3
     finally:
         stall.close()
         stamps.close()
+        reader.close()

@@ -71,8 +71,11 @@ class ConsumeLoop:
             "enable.auto.offset.store": False,
             "auto.offset.reset": auto_offset_reset,
             "enable.partition.eof": False,
-            # fail fast on a dead broker; librdkafka keeps reconnecting in the background
+            # librdkafka keeps reconnecting in the background; its per-attempt connect
+            # failures (level 3) would flood stdout during an outage: the error callback
+            # reports them once as a state change of `_up{dependency="kafka"}` instead
             "reconnect.backoff.max.ms": 2000,
+            "log_level": 2,
             **(extra_conf or {}),
         })
         self.consumer: Consumer | None = None

@@ -25,7 +25,7 @@ from ..config import Config, GatewayOmsConfig
 from ..contracts import GatewayEvent, Heartbeat
 from ..kafka_admin import client_conf
 from .consumer import ConsumeLoop
-from .kafka_lag import LagCollector, LagReader, LagTracker, RecordTimestamps
+from .kafka_lag import IsolatedLagReader, LagCollector, LagTracker, RecordTimestamps
 from .runtime import Exporter
 
 log = logging.getLogger("tradeops.exporters.gateway_oms")
@@ -227,7 +227,8 @@ def build(cfg: Config, *, listen: str | None = None, auto_offset_reset: str = "l
     if sec.lag_groups:
         conf = client_conf(cfg)
         parts["timestamps"] = RecordTimestamps(conf)
-        parts["lag"] = LagCollector(sec.lag_groups, LagReader(conf), parts["timestamps"],
+        parts["reader"] = IsolatedLagReader(conf)
+        parts["lag"] = LagCollector(sec.lag_groups, parts["reader"], parts["timestamps"],
                                     LagTracker(sec.lag_window, sec.lag_min_interval_s))
         parts["lag_scrape"] = app.add_scrape_collector("kafka-lag", parts["lag"])
     loop = ConsumeLoop(cfg, group_id=sec.group_id,
@@ -244,3 +245,4 @@ def run(cfg: Config) -> None:
     finally:
         if "timestamps" in parts:
             parts["timestamps"].close()
+            parts["reader"].close()

@@ -24,8 +24,14 @@ A group's status is its worst partition's: OK < WARN < STALL < STOP < REWIND.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import json
 import logging
+import os
+import select
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -167,7 +173,9 @@ class LagReader:
     """Committed offsets, high watermarks and membership of groups through one AdminClient."""
 
     def __init__(self, conf: Mapping):
-        self.admin = AdminClient(dict(conf))
+        # librdkafka's per-attempt connect failures (level 3) flood stdout during an
+        # outage; failures surface as exceptions here instead
+        self.admin = AdminClient({"log_level": 2, **conf})
 
     def snapshot(self, groups: Sequence[str], deadline: float) -> list[GroupSnapshot]:
         """Raises KafkaException (or TimeoutError) when the broker does not answer in time."""
@@ -214,6 +222,127 @@ class LagReader:
         return out
 
 
+def snapshots_to_wire(snaps: Sequence[GroupSnapshot]) -> list[dict]:
+    return [{"group": s.group, "active": s.active, "members": s.members,
+             "partitions": [[t, p, off, s.high[(t, p)]] for (t, p), off in s.committed.items()]}
+            for s in snaps]
+
+
+def snapshots_from_wire(data: list[dict]) -> list[GroupSnapshot]:
+    out = []
+    for d in data:
+        parts = d["partitions"]
+        out.append(GroupSnapshot(d["group"], {(t, p): off for t, p, off, _ in parts},
+                                 {(t, p): high for t, p, _, high in parts}, d["active"], d["members"]))
+    return out
+
+
+class LagWorkerError(RuntimeError):
+    pass
+
+
+class IsolatedLagReader:
+    """:class:`LagReader` in a child process (``python -m tradeops.exporters.kafka_lag``).
+
+    Why: librdkafka aborts the whole process (``rd_kafka_enq_once_del_source_return:
+    Assertion `eonce->refcnt > 0' failed``) when the connection to the group coordinator
+    drops during ListConsumerGroupOffsets/DescribeConsumerGroups (librdkafka #4605, #3663;
+    fix proposed in PR #5397, unreleased). Seen here when the broker stops mid-scrape. In a
+    child, such an abort costs one scrape's lag series; the exporter lives on and the next
+    scrape starts a fresh child. The client config (it may hold the SASL password) goes
+    over the child's stdin, never argv; requests and answers are JSON lines.
+    """
+
+    def __init__(self, conf: Mapping):
+        self.conf = dict(conf)
+        self.proc: subprocess.Popen | None = None
+        self.spawned = 0
+        self._seq = 0
+
+    def _spawn(self) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        proc = subprocess.Popen([sys.executable, "-m", "tradeops.exporters.kafka_lag"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                close_fds=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(self.conf).encode() + b"\n")
+        proc.stdin.flush()
+        self.spawned += 1
+        return proc
+
+    def snapshot(self, groups: Sequence[str], deadline: float) -> list[GroupSnapshot]:
+        if self.proc is None or self.proc.poll() is not None:
+            if self.proc is not None:
+                log.warning("lag worker exited with status %s; starting a new one", self.proc.returncode)
+            self.proc = self._spawn()
+        proc = self.proc
+        self._seq += 1
+        req = {"id": self._seq, "groups": list(groups),
+               "timeout": max(0.05, deadline - time.monotonic())}
+        try:
+            proc.stdin.write(json.dumps(req).encode() + b"\n")
+            proc.stdin.flush()
+            line = self._readline(proc, deadline)
+        except (OSError, LagWorkerError):
+            self.close()
+            raise
+        resp = json.loads(line)
+        if resp.get("id") != self._seq:
+            self.close()
+            raise LagWorkerError("lag worker answered out of turn")
+        if "error" in resp:
+            raise LagWorkerError(resp["error"])
+        return snapshots_from_wire(resp["snapshots"])
+
+    @staticmethod
+    def _readline(proc: subprocess.Popen, deadline: float) -> bytes:
+        fd = proc.stdout.fileno()
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LagWorkerError("lag worker did not answer within the scrape budget")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise LagWorkerError(f"lag worker died (status {proc.wait(1)})")
+            buf += chunk
+        return buf
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(5)
+            for f in (self.proc.stdin, self.proc.stdout):
+                with contextlib.suppress(OSError):
+                    f.close()
+            self.proc = None
+
+
+def worker_main() -> None:
+    """Child side of :class:`IsolatedLagReader`: conf line, then request/answer lines."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    first = stdin.readline()
+    if not first:
+        return
+    reader = LagReader(json.loads(first))
+    for line in stdin:
+        req = json.loads(line)
+        deadline = time.monotonic() + float(req["timeout"])
+        try:
+            resp = {"id": req["id"], "snapshots": snapshots_to_wire(reader.snapshot(req["groups"], deadline))}
+        except KafkaException as e:
+            resp = {"id": req["id"], "error": e.args[0].str()}
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which logs it
+            resp = {"id": req["id"], "error": f"{type(e).__name__}: {e}"}
+        stdout.write(json.dumps(resp).encode() + b"\n")
+        stdout.flush()
+
+
 class RecordTimestamps:
     """Timestamp (seconds) of the record at an exact offset, read with assign + seek.
 
@@ -236,6 +365,7 @@ class RecordTimestamps:
             "queued.min.messages": 1,
             "fetch.max.bytes": 1048576,
             "max.partition.fetch.bytes": 65536,
+            "log_level": 2,
         })
         self.cache: dict[TPO, float | None] = {}
         self.reads = 0  # records actually fetched (tests: the cache works)
@@ -299,8 +429,8 @@ class LagCollector:
     A group with no committed offset (never consumed, or deleted) has no series at all.
     """
 
-    def __init__(self, groups: Sequence[str], reader: LagReader, timestamps: RecordTimestamps,
-                 tracker: LagTracker, wall_clock=time.time):
+    def __init__(self, groups: Sequence[str], reader: LagReader | IsolatedLagReader,
+                 timestamps: RecordTimestamps, tracker: LagTracker, wall_clock=time.time):
         self.groups = list(groups)
         self.reader = reader
         self.timestamps = timestamps
@@ -357,3 +487,7 @@ class LagCollector:
             if g not in self.groups:
                 self.tracker.forget(g)
         return [lag, lag_sum, lag_s, current, members, status]
+
+
+if __name__ == "__main__":
+    worker_main()
