@@ -109,12 +109,14 @@ class KafkaSink:
                     "queue.buffering.max.messages": 1_000_000,
                     "queue.buffering.max.kbytes": 1_048_576, "compression.type": "lz4",
                     "message.timeout.ms": 120_000 if strict else 300_000,
-                    "error_cb": self._on_error}))
+                    # librdkafka repeats broker-down lines every few ms: error_cb says it once
+                    "log_level": 2, "error_cb": self._on_error}))
 
     def _on_error(self, err: KafkaError) -> None:
-        self.state.up["kafka"] = err.code() not in (KafkaError._ALL_BROKERS_DOWN,
-                                                    KafkaError._TRANSPORT)
-        log.warning("kafka: %s", err.str())
+        up = err.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+        if up != self.state.up["kafka"] or up:
+            log.warning("kafka: %s", err.str())  # once per change, not every retry
+        self.state.up["kafka"] = up
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
@@ -174,7 +176,7 @@ class GroupConsumer(threading.Thread):
     def _run(self) -> None:
         c = Consumer(client_conf(self.cfg, **{
             "group.id": self.group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": 10_000,
+            "auto.offset.reset": "earliest", "session.timeout.ms": 10_000, "log_level": 2,
             "error_cb": lambda err: log.debug("group %s: %s", self.group, err.str())}))
         c.subscribe([self.topic])
         paused = False
@@ -223,8 +225,11 @@ class GroupConsumer(threading.Thread):
         if not assignment:
             return False
         for tp in c.position(assignment):
-            _, high = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                              timeout=5, cached=False)
+            try:
+                _, high = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                  timeout=5, cached=False)
+            except KafkaException:
+                return False  # broker restarting or leader moving: ask again later
             pos = tp.offset if tp.offset >= 0 else 0
             if pos < high:
                 return False
@@ -233,7 +238,7 @@ class GroupConsumer(threading.Thread):
 
 def check_kafka(cfg: Config) -> None:
     """Fast mode refuses to start without Kafka and the contract's topics (one line)."""
-    admin = AdminClient(client_conf(cfg))
+    admin = AdminClient(client_conf(cfg, log_level=2))
     try:
         md = admin.list_topics(timeout=cfg.kafka.request_timeout_s)
     except KafkaException as e:
