@@ -188,6 +188,27 @@ class RiskBook:
                 b[MAXDD] = dd
             self.dirty_buckets.add(key)
 
+    def load_position(self, ts: dt.datetime, strategy: str, symbol: str, quantity: int,
+                      average_price: float, last_price: float, realized_pnl: float,
+                      multiplier: float = 1.0) -> None:
+        """Restore a persisted snapshot: sums only (peaks come from :meth:`restore_peak`)."""
+        value = quantity * last_price * multiplier
+        equity = realized_pnl + quantity * (last_price - average_price) * multiplier
+        keys = self.bucket_keys(strategy, symbol)
+        pkey = (strategy, symbol)
+        old = self.positions.get(pkey)
+        self.positions[pkey] = (equity, abs(value), value, keys,
+                                (ts, quantity, average_price, last_price, realized_pnl, multiplier))
+        for key in keys:
+            b = self._bucket(key)
+            if old is not None:
+                _nadd(b, EQ_S, -old[0])
+                _nadd(b, GR_S, -old[1])
+                _nadd(b, NET_S, -old[2])
+            _nadd(b, EQ_S, equity)
+            _nadd(b, GR_S, abs(value))
+            _nadd(b, NET_S, value)
+
     def restore_peak(self, day: dt.date, key: tuple[str, str], peak: float,
                      max_drawdown: float) -> None:
         """Merge a persisted peak of session ``day`` (max-merge: replaying what was
