@@ -192,8 +192,6 @@ class Supervisor:
 
     def step(self, p: Program, now: float, wall: float) -> None:
         r = p.source.read(wall)
-        if r != p.reading:
-            self._status_dirty = True
         p.reading = r
         timeout = p.cfg.heartbeat.timeout_s
         has_beat = p.source.kind != "none"
@@ -378,12 +376,12 @@ class Supervisor:
         }
 
     def _publish(self, wall: float) -> None:
-        self._snapshot = self._build_snapshot(wall)
-        if self.status_path is None:
-            return
+        """Rebuild the snapshot (and rewrite the status file) on a state change, else 1/s."""
         if not self._status_dirty and wall - self._status_written < 1.0:
             return
-        write_status(self.status_path, self._snapshot)
+        self._snapshot = self._build_snapshot(wall)
+        if self.status_path is not None:
+            write_status(self.status_path, self._snapshot)
         self._status_written = wall
         self._status_dirty = False
 
@@ -536,6 +534,7 @@ class Supervisor:
         for p in self.programs.values():
             p.source.stop()
         self.stopping = True
+        self._status_dirty = True
         with contextlib.suppress(Exception):
             self._publish(time.time())
         signal.set_wakeup_fd(-1)
