@@ -145,3 +145,12 @@ def table_rows(cfg, table_key: str, cols: str, where: str = "TRUE", params=()) -
         return conn.execute(
             sql.SQL("SELECT " + cols + " FROM {} WHERE " + where + " ORDER BY 1, 2").format(t), params
         ).fetchall()
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def cli_argv(config_path: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "tradeops.cli", "--config", config_path]
