@@ -305,3 +305,39 @@ def test_listen_in_use_is_a_user_error(served):
     other = Exporter("other", "other_exporter", f"127.0.0.1:{app.server.port}", env={})
     with pytest.raises(UserError, match=r"cannot listen on 127\.0\.0\.1:\d+"):
         other.serve(TickLoop(), signals=False)
+
+
+def test_text_renderer_equals_generate_latest():
+    from prometheus_client import Enum, Gauge, Histogram, Info, Summary, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+
+    from tradeops.exporters.render import TextRenderer
+
+    reg = __import__("prometheus_client").CollectorRegistry()
+    c = Counter("r_events", "Events with \\ and\nnewline in help.", ["kind", "path"], registry=reg)
+    c.labels(kind='quo"te', path="back\\slash\nnl").inc(2)
+    c.labels(kind="plain", path="/").inc()
+    g = Gauge("r_level", "A gauge.", ["x"], registry=reg)
+    g.labels(x="nan").set(float("nan"))
+    g.labels(x="inf").set(float("inf"))
+    g.labels(x="big").set(123456789.0)
+    g.labels(x="small").set(1e-9)
+    Histogram("r_latency_seconds", "h", ["gw"], registry=reg).labels(gw="z").observe(0.3)
+    Summary("r_size_bytes", "s", registry=reg).observe(12)
+    Info("r_build", "i", registry=reg).info({"version": "1.2"})
+    Enum("r_state", "e", states=["a", "b"], registry=reg).state("b")
+
+    class Custom:
+        def collect(self):
+            fam = CounterMetricFamily("r_custom", "with created", labels=["k"], created=None)
+            fam.add_metric(["v"], 3, created=1700000000.0)
+            yield fam
+            yield GaugeMetricFamily("r_nolabels", "plain", value=-2.5)
+
+    reg.register(Custom())
+    r = TextRenderer()
+    expected = generate_latest(reg)
+    assert r.render(reg) == expected
+    assert r.render(reg) == expected  # second time from the cache
+    c.labels(kind="new", path="x").inc()
+    assert r.render(reg) == generate_latest(reg)

@@ -103,9 +103,7 @@ class ConsumeLoop:
 
     def _set_kafka(self, up: bool, why: str = "") -> None:
         if self.app is not None:
-            if self.app.health.is_up("kafka") != up and why:
-                log.info("kafka %s: %s", "reachable" if up else "unreachable", why)
-            self.app.set_up("kafka", up)
+            self.app.set_up("kafka", up, why)
 
     def _commit_cb(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:

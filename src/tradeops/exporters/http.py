@@ -2,8 +2,9 @@
 
 A ``ThreadingHTTPServer`` (one thread per request, daemon threads) on the configured
 listen address (127.0.0.1 by default); :meth:`MetricsServer.stop` shuts it down and closes
-the socket. `/metrics` renders the exporter's own registry (OpenMetrics when the scraper
-asks for it). `/healthz` answers 200 or 503 with the JSON from :meth:`Health.report`.
+the socket. `/metrics` renders the exporter's own registry in the classic text format with
+:class:`.render.TextRenderer` (OpenMetrics only for a scraper that does not accept
+text). `/healthz` answers 200 or 503 with the JSON from :meth:`Health.report`.
 Extra JSON/text endpoints (e.g. oms-lifecycle's `/orders`) go in ``app.extra_routes``:
 ``path -> callable() -> (status, content_type, body_bytes)``.
 """
@@ -20,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 
 from ..config import listen_addr
 
@@ -66,10 +67,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         try:
             if path == "/metrics":
-                encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                accept = self.headers.get("Accept", "")
                 app.scrape_started()
                 try:
-                    body = encoder(app.registry)
+                    if not accept or "text/plain" in accept or "*/*" in accept:
+                        # the classic text format (what Prometheus also accepts when it
+                        # prefers OpenMetrics), through the cached fast renderer
+                        body, ctype = app.renderer.render(app.registry), CONTENT_TYPE_PLAIN_0_0_4
+                    else:
+                        encoder, ctype = choose_encoder(accept)
+                        body = encoder(app.registry)
                 finally:
                     app._scrape_local.start = None
                 self._send(200, ctype, body, head)

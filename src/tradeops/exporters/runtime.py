@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from prometheus_client.core import GaugeMetricFamily
 
 from ..errors import UserError
+from .render import TextRenderer
 
 log = logging.getLogger("tradeops.exporters")
 
@@ -218,6 +219,7 @@ class Exporter:
         self.listen = listen
         self.scrape_budget_s = scrape_budget_s
         self.registry = CollectorRegistry(auto_describe=False)
+        self.renderer = TextRenderer()
         self.health = Health(dependencies, loop_stale_s)
         self.notifier = Notifier.from_env(env)
         self.watchdog = WatchdogTimer.from_env(env)
@@ -261,9 +263,14 @@ class Exporter:
         """How long one blocking call of the loop may last and still feed the watchdog."""
         return self.watchdog.max_iteration_s(default)
 
-    def set_up(self, dependency: str, up: bool) -> None:
+    def set_up(self, dependency: str, up: bool, why: str = "") -> None:
+        """Record a dependency's state; a change is logged once (with ``why``)."""
         if self.health.set_up(dependency, up):
-            log.warning("%s: dependency %s is %s", self.name, dependency, "up" if up else "DOWN")
+            detail = f" ({why})" if why else ""
+            if up:
+                log.info("%s: %s reachable%s", self.name, dependency, detail)
+            else:
+                log.warning("%s: %s UNREACHABLE%s", self.name, dependency, detail)
             self.status(f"{dependency} {'up' if up else 'down'}")
 
     # ---- metrics helpers
