@@ -157,9 +157,11 @@ class KafkaSink:
 class GroupConsumer(threading.Thread):
     """A consumer group of the simulated stack: consumes, decodes, commits as it goes."""
 
-    def __init__(self, cfg: Config, group: str, kind: str, state: SimState):
+    def __init__(self, cfg: Config, group: str, kind: str, state: SimState,
+                 group_suffix: str = ""):
         super().__init__(name=f"group-{group}", daemon=True)
         self.cfg, self.group, self.kind, self.state = cfg, group, kind, state
+        self.group_id = group + group_suffix  # tests isolate their groups with a suffix
         self.topic = topic_names(cfg)[kind]
         self.stop_event = threading.Event()
         self.drain_event = threading.Event()  # fast mode: exit once caught up
@@ -175,7 +177,7 @@ class GroupConsumer(threading.Thread):
 
     def _run(self) -> None:
         c = Consumer(client_conf(self.cfg, **{
-            "group.id": self.group, "enable.auto.commit": False,
+            "group.id": self.group_id, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 10_000, "log_level": 2,
             "error_cb": lambda err: log.debug("group %s: %s", self.group, err.str())}))
         c.subscribe([self.topic])
@@ -252,7 +254,7 @@ def check_kafka(cfg: Config) -> None:
 
 # ---------------------------------------------------------------------- fast mode
 def run_fast(cfg: Config, day: Date, seed: int, n_symbols: int, *, postgres: bool = True,
-             groups: bool = True, kafka: bool = True) -> dict:
+             groups: bool = True, kafka: bool = True, group_suffix: str = "") -> dict:
     """A whole session as fast as possible; returns the ground-truth summary."""
     t0 = time.perf_counter()
     state = SimState(cfg.sim.strategies, list(GROUPS))
@@ -266,7 +268,7 @@ def run_fast(cfg: Config, day: Date, seed: int, n_symbols: int, *, postgres: boo
     gen = Generator(market_for, cfg.sim, market.minutes[0])
     state.generator = gen
     sink = KafkaSink(cfg, state, strict=True) if kafka else None
-    consumers = [GroupConsumer(cfg, g, k, state) for g, k in GROUPS.items()] if (
+    consumers = [GroupConsumer(cfg, g, k, state, group_suffix) for g, k in GROUPS.items()] if (
         groups and kafka) else []
     for c in consumers:
         c.start()
@@ -312,7 +314,7 @@ def run_fast(cfg: Config, day: Date, seed: int, n_symbols: int, *, postgres: boo
         **gen.truth.as_dict(),
         "injected_discrepancies": _count_kinds(market),
         "postgres_rows_changed": pg_changed,
-        "groups": {c.group: {"topic": c.topic, "consumed": state.consumed[c.group],
+        "groups": {c.group_id: {"topic": c.topic, "consumed": state.consumed[c.group],
                              "caught_up": c.caught_up, "error": c.error} for c in consumers},
         "seconds": {"generate_and_produce": round(gen_s, 3),
                     "total": round(time.perf_counter() - t0, 3)},
@@ -334,8 +336,9 @@ class LiveRunner:
     """Real-time pace from now until stopped; see the module docstring."""
 
     def __init__(self, cfg: Config, seed: int, n_symbols: int, *, postgres: bool = True,
-                 listen: str | None = None):
+                 listen: str | None = None, group_suffix: str = ""):
         self.cfg = cfg
+        self.group_suffix = group_suffix
         self.state = SimState(cfg.sim.strategies, list(GROUPS))
         self.stop_event = threading.Event()
         self.postgres = postgres
@@ -370,7 +373,8 @@ class LiveRunner:
         with self.state.lock:
             self.state.generator = gen
         sink = KafkaSink(self.cfg, self.state, strict=False)
-        consumers = [GroupConsumer(self.cfg, g, k, self.state) for g, k in GROUPS.items()]
+        consumers = [GroupConsumer(self.cfg, g, k, self.state, self.group_suffix)
+                     for g, k in GROUPS.items()]
         for c in consumers:
             c.start()
         log.info("sim live: metrics and controls on %s/metrics; %d symbols", self.url,
