@@ -182,9 +182,14 @@ def test_scrape_collector_failure_does_not_break_metrics():
 
     c = app.add_scrape_collector("bad", fail)
     app.add_scrape_collector("good", lambda d: [GaugeMetricFamily("t_good", "g", value=7)])
-    assert app.registry.get_sample_value("t_good") == 7
-    assert app.registry.get_sample_value("t_exporter_up", {"dependency": "kafka"}) == 0
-    assert c.errors >= 1
+    v = app.registry.get_sample_value
+    assert v("t_good") == 7
+    assert v("t_exporter_up", {"dependency": "kafka"}) == 0
+    # get_sample_value stops at the first match: only the "t_good" lookup ran "bad" so far
+    assert c.errors == 1
+    assert v("t_exporter_scrape_collection_failures_total", {"collection": "bad", "reason": "error"}) == 2
+    assert v("t_exporter_scrape_collection_failures_total", {"collection": "good", "reason": "error"}) == 0
+    assert v("t_exporter_scrape_collection_failures_total", {"collection": "bad", "reason": "timeout"}) == 0
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -296,6 +301,7 @@ def test_scrape_budget_bounds_response_time(served):
     took = time.monotonic() - t0
     gate.set()
     assert status == 200 and took < 2.0 and b"test_things_total" in body
+    assert b'test_exporter_scrape_collection_failures_total{collection="stuck",reason="timeout"} 1.0' in body
 
 
 def test_listen_in_use_is_a_user_error(served):

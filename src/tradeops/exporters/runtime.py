@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..errors import UserError
 from .render import TextRenderer
@@ -231,6 +231,7 @@ class Exporter:
         self._scrape_local = threading.local()
         self.last_scrape_collection_s = 0.0
         self.registry.register(_UpCollector(self))
+        self._scrape_collectors: list = []
         self._duration = _DurationCollector(self)
         self.registry.register(self._duration)
         self.server = None
@@ -295,6 +296,7 @@ class Exporter:
         c = SingleFlightCollector(name, collect, self.scrape_budget_s if budget_s is None else budget_s,
                                   on_done=self._collection_done)
         self.registry.register(c)
+        self._scrape_collectors.append(c)
         self._duration_last()
         return c
 
@@ -376,6 +378,10 @@ class _UpCollector:
 class _DurationCollector:
     """Registered last; in an HTTP scrape it reports the time spent so far::
 
+        # HELP <prefix>_scrape_collection_failures_total Scrape-time collections that failed...
+        # TYPE <prefix>_scrape_collection_failures_total counter
+        <prefix>_scrape_collection_failures_total{collection="kafka-lag",reason="error"} 0.0
+        <prefix>_scrape_collection_failures_total{collection="kafka-lag",reason="timeout"} 0.0
         # HELP <prefix>_scrape_duration_seconds Time this scrape took to collect its metrics.
         # TYPE <prefix>_scrape_duration_seconds gauge
         <prefix>_scrape_duration_seconds 0.0123
@@ -388,6 +394,15 @@ class _DurationCollector:
 
     def collect(self):
         app = self.app
+        if app._scrape_collectors:
+            fails = CounterMetricFamily(
+                f"{app.prefix}_scrape_collection_failures",
+                "Scrape-time collections that failed or exceeded the scrape budget (the "
+                "scrape went on without their series).", labels=["collection", "reason"])
+            for c in app._scrape_collectors:
+                fails.add_metric([c.name, "error"], c.errors)
+                fails.add_metric([c.name, "timeout"], c.timeouts)
+            yield fails
         elapsed = app.scrape_elapsed()
         yield GaugeMetricFamily(
             f"{app.prefix}_scrape_duration_seconds",
