@@ -4,6 +4,7 @@ Live mode: upstream metrics and the heartbeat / consumer-group controls work for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -236,3 +237,85 @@ def test_fast_mode_without_topics_is_a_one_line_error(pg_cfg):
     assert "topic no.such.topic.x1 does not exist" in str(e.value)
     assert "\n" not in str(e.value)
 
+
+
+class _Forwarder(threading.Thread):
+    """A TCP forwarder standing in for "PostgreSQL comes back" (the real server behind it)."""
+
+    def __init__(self, listen_port: int, target: tuple[str, int]):
+        super().__init__(daemon=True)
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", listen_port))
+        self.sock.listen()
+        self.target = target
+
+    def run(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_live_mode_survives_kafka_and_postgres_away(pg_cfg):
+    """Kafka never reachable and PostgreSQL away at start: the live sim keeps running, says
+    so in sim_up, picks PostgreSQL up when it appears, and still stops cleanly."""
+    pg_port = _free_port()
+    cfg = replace(pg_cfg, kafka=replace(pg_cfg.kafka, bootstrap_servers=f"127.0.0.1:{_free_port()}"),
+                  postgres=replace(pg_cfg.postgres, port=pg_port, connect_timeout_s=1.0))
+    runner = LiveRunner(cfg, seed=1, n_symbols=5, listen="127.0.0.1:0")
+    th = threading.Thread(target=runner.run, kwargs={"install_signals": False})
+    th.start()
+    fwd = None
+    try:
+        deadline = time.monotonic() + 15
+        while _http(runner.url + "/healthz")[0] != 200:
+            assert time.monotonic() < deadline and th.is_alive()
+            time.sleep(0.2)
+        time.sleep(2.5)
+        text = _http(runner.url + "/metrics")[1].decode()
+        assert 'sim_up{dependency="kafka"} 0.0' in text
+        assert 'sim_up{dependency="postgres"} 0.0' in text
+        assert 'sim_messages_produced_total{topic="ops.heartbeats"}' in text
+        assert th.is_alive()
+        fwd = _Forwarder(pg_port, (pg_cfg.postgres.host, pg_cfg.postgres.port))
+        fwd.start()
+        deadline = time.monotonic() + 15
+        while 'sim_up{dependency="postgres"} 1.0' not in _http(runner.url + "/metrics")[1].decode():
+            assert time.monotonic() < deadline, "PostgreSQL never seen again"
+            time.sleep(0.5)
+        assert _http(runner.url + "/healthz")[0] == 200
+    finally:
+        runner.stop()
+        th.join(30)
+        if fwd is not None:
+            fwd.sock.close()
+    assert not th.is_alive()

@@ -31,12 +31,14 @@ def sim_group() -> None:
 @click.option("--symbols", type=click.IntRange(1, 20_000), default=None,
               help="Number of symbols (default [sim].symbols).")
 @click.option("--no-postgres", is_flag=True, help="Do not write bars_1m.")
+@click.option("--no-kafka", is_flag=True,
+              help="Fast mode: only load the day's internal bars into bars_1m (no Kafka).")
 @click.option("--no-groups", is_flag=True, help="Do not run the oms-core/gateway-zerodha groups.")
 @click.option("--listen", metavar="HOST:PORT",
               help="Live mode: metrics/control address (default [sim].metrics_listen).")
 @click.pass_obj
 def run_cmd(obj, mode: str, date_s: str | None, seed: int | None, symbols: int | None,
-            no_postgres: bool, no_groups: bool, listen: str | None) -> None:
+            no_postgres: bool, no_kafka: bool, no_groups: bool, listen: str | None) -> None:
     """Run the simulator (see docs/simulator.md)."""
     from . import runner
 
@@ -45,12 +47,16 @@ def run_cmd(obj, mode: str, date_s: str | None, seed: int | None, symbols: int |
     n = cfg.sim.symbols if symbols is None else symbols
     if mode == "fast":
         day = runner.parse_date(date_s) if date_s else runner.today_ist()
+        if no_kafka and no_postgres:
+            raise UserError("--no-kafka and --no-postgres: nothing left to write to")
         summary = runner.run_fast(cfg, day, seed, n, postgres=not no_postgres,
-                                  groups=not no_groups)
+                                  groups=not no_groups, kafka=not no_kafka)
         click.echo(json.dumps(summary, indent=2, sort_keys=False))
         return
     if date_s:
         raise UserError("--date: only for --mode fast (live mode follows the wall clock)")
+    if no_kafka:
+        raise UserError("--no-kafka: only for --mode fast")
     if listen is not None:
         try:
             listen_addr(listen)

@@ -310,7 +310,8 @@ def run_fast(cfg: Config, day: Date, seed: int, n_symbols: int, *, postgres: boo
         "date": day.isoformat(),
         "seed": seed,
         "symbols": n_symbols,
-        "topics": {topic_names(cfg)[k]: n for k, n in sorted(gen.truth.messages.items())},
+        "topics": {topic_names(cfg)[k]: n for k, n in sorted(gen.truth.messages.items())}
+        if kafka else {},
         **gen.truth.as_dict(),
         "injected_discrepancies": _count_kinds(market),
         "postgres_rows_changed": pg_changed,
@@ -394,12 +395,12 @@ class LiveRunner:
                     while len(self._backlog) > MAX_PG_BACKLOG:
                         self._backlog.popleft()
                         self.state.dropped += 1
-                if self.postgres and self._backlog:
-                    self._write_backlog()
+                if self.postgres and (rows or time.monotonic() >= self._next_pg_try):
+                    self._pg_tick()
                 self.stop_event.wait(0.1)
         finally:
             log.info("sim live: stopping (flushing Kafka, committing groups)")
-            left = sink.flush(10)
+            left = sink.flush(10 if self.state.up["kafka"] else 2)
             if left:
                 log.warning("sim live: %d messages not delivered at shutdown", left)
             for c in consumers:
@@ -407,29 +408,34 @@ class LiveRunner:
             for c in consumers:
                 c.join(15)
             if self.postgres and self._backlog:
-                self._write_backlog(force=True)
+                self._pg_tick()
             if self._conn is not None:
                 self._conn.close()
             self.server.shutdown()
             self.server.server_close()
         return gen.truth.as_dict()
 
-    def _write_backlog(self, force: bool = False) -> None:
-        if not force and time.monotonic() < self._next_pg_try:
-            return
+    def _pg_tick(self) -> None:
+        """Write the bars backlog (or probe with SELECT 1); on failure keep it, retry in 5 s."""
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.cfg)
-            rows = list(self._backlog)
-            n = write_bars(self._conn, self.cfg, rows)
-            for _ in range(len(rows)):
-                self._backlog.popleft()
-            with self.state.lock:
-                self.state.bars_written += len(rows)
-                self.state.up["postgres"] = True
-            log.debug("sim live: %d bars written (%d changed)", len(rows), n)
+                self._conn = db.connect(self.cfg, autocommit=True)
+            if self._backlog:
+                rows = list(self._backlog)
+                n = write_bars(self._conn, self.cfg, rows)
+                for _ in range(len(rows)):
+                    self._backlog.popleft()
+                with self.state.lock:
+                    self.state.bars_written += len(rows)
+                log.debug("sim live: %d bars written (%d changed)", len(rows), n)
+            else:
+                self._conn.execute("SELECT 1")
+            if not self.state.up["postgres"]:
+                log.info("sim live: PostgreSQL reachable")
+            self.state.up["postgres"] = True
+            self._next_pg_try = time.monotonic() + 15
         except (psycopg.Error, UserError) as e:
-            if self.state.up["postgres"] or self._conn is None:
+            if self.state.up["postgres"] or self._next_pg_try == 0.0:
                 log.warning("sim live: PostgreSQL unavailable, keeping %d bars: %s",
                             len(self._backlog), str(e).strip().splitlines()[0])
             self.state.up["postgres"] = False
