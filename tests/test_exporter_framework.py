@@ -347,3 +347,29 @@ def test_text_renderer_equals_generate_latest():
     assert r.render(reg) == expected  # second time from the cache
     c.labels(kind="new", path="x").inc()
     assert r.render(reg) == generate_latest(reg)
+
+
+def test_fast_gauge_family_renders_like_a_gauge_family():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tradeops.exporters.render import FastGaugeFamily, TextRenderer
+
+    class C:
+        def __init__(self, cls):
+            self.cls = cls
+
+        def collect(self):
+            fam = self.cls("r_lag", "Lag \\ help.", labels=["group", "partition"])
+            fam.add_metric(["g\"1", "0"], 5)
+            fam.add_metric(["g\n2", "1"], float("nan"))
+            fam.add_metric(["g3", "2"], 1e-3)
+            yield fam
+
+    fast, plain = CollectorRegistry(), CollectorRegistry()
+    fast.register(C(FastGaugeFamily))
+    plain.register(C(GaugeMetricFamily))
+    expected = generate_latest(plain)
+    r = TextRenderer()
+    assert r.render(fast) == expected and r.render(fast) == expected
+    assert generate_latest(fast) == expected
+    assert fast.get_sample_value("r_lag", {"group": "g3", "partition": "2"}) == 1e-3

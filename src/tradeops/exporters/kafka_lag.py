@@ -48,6 +48,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.core import GaugeMetricFamily
 
+from .render import FastGaugeFamily
+
 log = logging.getLogger("tradeops.exporters.kafka_lag")
 
 
@@ -440,15 +442,15 @@ class LagCollector:
     def __call__(self, deadline: float) -> list:
         snaps = self.reader.snapshot(self.groups, deadline)
         now = self.wall_clock()
-        lag = GaugeMetricFamily("kafka_consumergroup_lag", "Messages the group has not consumed "
+        lag = FastGaugeFamily("kafka_consumergroup_lag", "Messages the group has not consumed "
                                 "(high watermark - committed offset, >= 0) per partition.",
                                 labels=["consumergroup", "topic", "partition"])
         lag_sum = GaugeMetricFamily("kafka_consumergroup_lag_sum", "Sum of the lag over the "
                                     "topic's committed partitions.", labels=["consumergroup", "topic"])
-        lag_s = GaugeMetricFamily("kafka_consumergroup_lag_seconds", "Age of the record at the "
+        lag_s = FastGaugeFamily("kafka_consumergroup_lag_seconds", "Age of the record at the "
                                   "committed offset (0 when caught up), seconds.",
                                   labels=["consumergroup", "topic", "partition"])
-        current = GaugeMetricFamily("kafka_consumergroup_current_offset", "Committed offset.",
+        current = FastGaugeFamily("kafka_consumergroup_current_offset", "Committed offset.",
                                     labels=["consumergroup", "topic", "partition"])
         members = GaugeMetricFamily("kafka_consumergroup_members", "Members of the group.",
                                     labels=["consumergroup"])

@@ -12,7 +12,9 @@ Escaping on a cache miss uses prometheus_client's own functions, so the output e
 
 from __future__ import annotations
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 _ESC = openmetrics.UNDERSCORES
@@ -22,6 +24,35 @@ _TYPE_MUNGE = {"counter": ("_total", "counter"), "info": ("_info", "gauge"),
                "unknown": ("", "untyped")}
 
 
+class FastGaugeFamily(Metric):
+    """A gauge family for large scrape-time collections: rows of (label values, value).
+
+    :class:`TextRenderer` renders the rows directly (no per-sample ``Sample``/dict); for
+    every other consumer (``registry.get_sample_value``, the OpenMetrics encoder,
+    ``generate_latest``) ``samples`` is built on first access, so it behaves like a
+    ``GaugeMetricFamily``.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: list[str] | tuple[str, ...]):
+        super().__init__(name, documentation, "gauge")
+        self.labelnames = tuple(labels)
+        self.rows: list[tuple[tuple[str, ...], float]] = []
+
+    def add_metric(self, values, value: float) -> None:
+        self.rows.append((tuple(values), value))
+
+    @property
+    def samples(self) -> list[Sample]:
+        names = self.labelnames
+        return [Sample(self.name, dict(zip(names, values, strict=True)), value, None)
+                for values, value in self.rows]
+
+    @samples.setter
+    def samples(self, _value) -> None:
+        # Metric.__init__ assigns [] here; the rows are the storage
+        pass
+
+
 def _help(doc: str) -> str:
     return doc.replace("\\", r"\\").replace("\n", r"\n")
 
@@ -29,6 +60,7 @@ def _help(doc: str) -> str:
 class TextRenderer:
     def __init__(self) -> None:
         self._prefix: dict[tuple, str] = {}
+        self._fast: dict[tuple, str] = {}  # FastGaugeFamily rows: (name, label values)
         self._last_count = 0
 
     def _make_prefix(self, name: str, labels: dict) -> str:
@@ -42,6 +74,7 @@ class TextRenderer:
 
     def render(self, registry) -> bytes:
         prefixes = self._prefix
+        fast = self._fast
         make = self._make_prefix
         fmt = floatToGoString
         out: list[str] = []
@@ -53,6 +86,16 @@ class TextRenderer:
             mname = openmetrics.escape_metric_name(base + suffix, _ESC)
             doc = _help(metric.documentation)
             append(f"# HELP {mname} {doc}\n# TYPE {mname} {mtype}\n")
+            if type(metric) is FastGaugeFamily:
+                names = metric.labelnames
+                for values, value in metric.rows:
+                    key = (base, values)
+                    prefix = fast.get(key)
+                    if prefix is None:
+                        prefix = fast[key] = make(base, dict(zip(names, values, strict=True)))
+                    append(f"{prefix} {fmt(value)}\n")
+                count += len(metric.rows)
+                continue
             special = {base + s: s for s in _OM_SUFFIXES}
             om: dict[str, list[str]] = {}
             for s in metric.samples:
@@ -76,7 +119,8 @@ class TextRenderer:
                 oname = openmetrics.escape_metric_name(base + sfx, _ESC)
                 append(f"# HELP {oname} {doc}\n# TYPE {oname} gauge\n")
                 out.extend(lines)
-        if len(prefixes) > 4 * max(count, 1000):
+        if len(prefixes) + len(fast) > 4 * max(count, 1000):
             prefixes.clear()
+            fast.clear()
         self._last_count = count
         return "".join(out).encode("utf-8")
