@@ -79,7 +79,7 @@ class Ours:
     """`tradeops supervise` as a real subprocess with its own config, port and files."""
 
     def __init__(self, tmp: Path, progs: list[Prog], extra_toml: str = "", env: dict | None = None,
-                 poll_interval_s: float = 0.2):
+                 poll_interval_s: float = 0.2, probe_interval_s: float = 1.0):
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -90,6 +90,7 @@ class Ours:
             f'listen = "127.0.0.1:{self.port}"',
             f'status_file = "{self.status_file}"',
             f"poll_interval_s = {poll_interval_s}",
+            f"probe_interval_s = {probe_interval_s}",
         ]
         for p in progs:
             cmd = p.command or [*DEMO, "--marker", str(self.marker(p.name)), *p.args]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor_sides import Ours, Prog, restart_gaps, starts, wait_for
+from supervisor_sides import Ours, Prog, free_port, restart_gaps, starts, wait_for
 
 TRADEOPS = [sys.executable, "-m", "tradeops.cli"]
 
@@ -204,3 +204,17 @@ def test_no_programs_is_a_one_line_error(tmp_path):
                        text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip() == f"tradeops: {Path(cfg)}: [supervisor].programs: no program configured"
+
+
+def test_http_health_source_hung_server_is_restarted(sup):
+    port = free_port()
+    s = sup([Prog("web", command=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                  options={"startsecs": 0.2, "stop_grace_s": 1.0},
+                  heartbeat={"source": "http", "url": f"http://127.0.0.1:{port}/", "timeout_s": 1.5})],
+            probe_interval_s=0.2)
+    p = s.wait_state("web", "RUNNING", 10)
+    assert p["heartbeat_detail"] == "HTTP 200"
+    os.kill(p["pid"], signal.SIGSTOP)  # the port stays open, nothing answers
+    p = wait_for(lambda: (q := s.program("web"))["restarts"]["hung"] == 1 and q["state"] == "RUNNING" and q,
+                 10, "web restarted and answering again")
+    assert p["restarts"]["exit"] == 0

@@ -196,8 +196,8 @@ class Supervisor:
         timeout = p.cfg.heartbeat.timeout_s
         has_beat = p.source.kind != "none"
         last = r.last or 0.0
-        age = wall - max(last, r.floor, p.started_wall if p.cfg.mode == "spawn" else 0.0,
-                         self.started)
+        # a run gets a full timeout from its start (adopted/watched: from ours)
+        age = wall - max(last, r.floor, p.started_wall, self.started)
         fresh = has_beat and r.known and r.last is not None and r.last >= p.started_wall \
             and wall - r.last <= timeout
         stale = has_beat and r.known and age > timeout
