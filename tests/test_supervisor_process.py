@@ -218,3 +218,24 @@ def test_http_health_source_hung_server_is_restarted(sup):
     p = wait_for(lambda: (q := s.program("web"))["restarts"]["hung"] == 1 and q["state"] == "RUNNING" and q,
                  10, "web restarted and answering again")
     assert p["restarts"]["exit"] == 0
+
+
+def test_operator_restart_of_a_running_program_is_not_counted_as_a_failure(sup, tmp_path):
+    hb = tmp_path / "hb"
+    s = sup([
+        Prog("svc", ["--interval", "0.2"], {"startsecs": 0.1}),
+        Prog("seen", options={"mode": "watch"}, heartbeat={"source": "file", "path": str(hb)}),
+    ])
+    pid = s.wait_state("svc", "RUNNING", 10)["pid"]
+    r = subprocess.run([*TRADEOPS, "--config", str(s.config), "supervise", "restart", "svc"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"stopping pid {pid}" in r.stdout, r.stdout + r.stderr
+    p = wait_for(lambda: (q := s.program("svc"))["state"] == "RUNNING" and q["pid"] != pid and q,
+                 10, "svc running again with a new pid")
+    assert p["restarts"] == {"exit": 0, "hung": 0}
+    assert len(starts(s.marker("svc"))) == 2
+    assert group_gone(pid)
+    r = subprocess.run([*TRADEOPS, "--config", str(s.config), "supervise", "restart", "seen"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "seen: mode watch: the supervisor does not act on it" in r.stderr

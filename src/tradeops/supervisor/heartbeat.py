@@ -221,13 +221,13 @@ class KafkaHeartbeats:
         self.detail = detail
 
     def _run(self) -> None:
-        from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+        from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
         from ..contracts import DecodeError, decode
         from ..kafka_admin import client_conf
 
         def on_error(err) -> None:
-            if err.code() in (-187, -195):  # _ALL_BROKERS_DOWN, _TRANSPORT
+            if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
                 self._set_health(False, f"kafka {self.cfg.kafka.bootstrap_servers}: {err.str()}")
 
         consumer = Consumer(

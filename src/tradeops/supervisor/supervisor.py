@@ -156,16 +156,20 @@ class Supervisor:
                 )
             except SpawnError as e:
                 p.child = None
+                # STOPPED/BACKOFF/FATAL -> STARTING, then at once to BACKOFF/FATAL (cannot exec)
                 self._to(p, S.STARTING, "start")
                 p.last_exit = str(e)
                 self._fail(p, now, "exit", str(e))
                 return
+            # STOPPED/BACKOFF/FATAL -> STARTING: spawned
             self._to(p, S.STARTING, f"spawned pid {p.child.pid}")
         elif mode == "systemd" and not adopt:
             p.action = SystemctlRestart(p.cfg.unit)
+            # BACKOFF/FATAL/STOPPED -> STARTING: restart requested from systemd
             self._to(p, S.STARTING, f"systemctl restart {p.cfg.unit}")
         else:
             p.started_wall = 0.0  # an adopted unit / a watched process: any fresh beat counts
+            # STOPPED -> STARTING: adopt (systemd) or watch; nothing is started
             self._to(p, S.STARTING, "watching" if mode == "watch" else f"adopted unit {p.cfg.unit}")
 
     def _fail(self, p: Program, now: float, reason: str, why: str) -> None:
@@ -183,9 +187,9 @@ class Supervisor:
                 f"{why}; restart budget spent ({p.policy.budget} in {p.policy.window_s:g}s): stays down",
             )
             return
-        # STARTING/RUNNING/HUNG -> BACKOFF
         p.reason = reason
         p.backoff_until = now + delay
+        # STARTING/RUNNING/HUNG -> BACKOFF: restart after the delay
         self._to(p, S.BACKOFF, f"{why}; restart in {delay:g}s")
 
     # ---- one pass over one program ---------------------------------------------------------
