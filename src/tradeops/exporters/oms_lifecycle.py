@@ -181,7 +181,7 @@ class OmsConsumeLoop(ConsumeLoop):
     its own position: eager rebalances revoke everything first) or dropped.
     """
 
-    def __init__(self, cfg: Config, book: OrderBook, *, assign_timeout_s: float = 10.0,
+    def __init__(self, cfg: Config, book: OrderBook, *, assign_timeout_s: float = 5.0,
                  **kw):
         self.book = book
         self.topic = cfg.topics.order_events
@@ -244,6 +244,8 @@ class OmsConsumeLoop(ConsumeLoop):
                 [TopicPartition(self.topic, p, day_start) for p in parts],
                 timeout=self.assign_timeout_s)
             for tp in found:
+                if self.app is not None:
+                    self.app.tick()  # still the work loop (inside consume): feed the watchdog
                 low, high = consumer.get_watermark_offsets(
                     TopicPartition(self.topic, tp.partition), timeout=self.assign_timeout_s)
                 # -1: no record of today yet -> start at the end
