@@ -173,3 +173,46 @@ def test_program_config_errors_are_one_line(body, error):
     msg = str(e.value)
     assert msg.startswith(f"t.toml: {error}"), msg
     assert "\n" not in msg
+
+
+class _ScriptedSource:
+    """The heartbeat-source interface fed with chosen readings: this tests the supervisor's
+    judgement of readings (pure logic); the real sources are exercised in the
+    process/Kafka/systemd tests."""
+
+    kind = "kafka"
+
+    def __init__(self):
+        self.reading = None
+
+    def read(self, now):
+        return self.reading
+
+
+def test_kafka_unknown_is_never_hung_and_recovery_gets_a_full_timeout():
+    from tradeops.supervisor.heartbeat import Reading
+    from tradeops.supervisor.supervisor import Supervisor
+
+    cfg = config_mod.loads(
+        '[supervisor]\nstatus_file = ""\n[[supervisor.programs]]\nname = "oms"\nmode = "watch"\n'
+        'heartbeat = { source = "kafka", timeout_s = 10.0 }\n', name="t.toml")
+    sup = Supervisor(cfg, http=False)
+    p = sup.programs["oms"]
+    src = _ScriptedSource()
+    p.source = src
+    t = time.time()
+    sup.started = t - 100
+    sup._start(p, 0.0, adopt=True)
+    src.reading = Reading(last=t - 1)
+    sup.step(p, 1.0, t)
+    assert p.state is S.RUNNING
+    # Kafka away for a minute: unknown, so no verdict at all
+    src.reading = Reading(last=t - 1, known=False, detail="kafka down")
+    sup.step(p, 61.0, t + 60)
+    assert p.state is S.RUNNING
+    # Kafka back at t+60 (floor): the last beat is 60 s old but the age counts from t+60
+    src.reading = Reading(last=t - 1, floor=t + 60)
+    sup.step(p, 65.0, t + 65)
+    assert p.state is S.RUNNING
+    sup.step(p, 71.0, t + 71)  # a full timeout after Kafka came back, still nothing: hung
+    assert p.state is S.HUNG
