@@ -64,7 +64,8 @@ start_bg() {
   fi
   local log; log="$(log_file "$name")"
   printf '\n===== %s start: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
-  setsid "$@" </dev/null >>"$log" 2>&1 &
+  # 9>&-: never hand the stack lock (stack_lock) down to a long-lived service
+  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
   echo $! >"$(pid_file "$name")"
   say "$name started (pid $!), log $log"
 }
@@ -144,8 +145,8 @@ adopt() {
 # stack_lock: serialise commands that start/stop services (several helpers, tests and
 # make targets may call scripts/stack.sh at once). Held until the calling script exits.
 stack_lock() {
-  exec 9>"$RUN_DIR/.stack.lock"
-  flock -w "${1:-300}" 9 || die "another scripts/stack.sh held $RUN_DIR/.stack.lock for ${1:-300}s"
+  exec 9>"$RUN_DIR/stack.lock"
+  flock -w "${1:-300}" 9 || die "another scripts/stack.sh held $RUN_DIR/stack.lock for ${1:-300}s"
 }
 
 # wait_http URL TIMEOUT [NAME]: until URL answers 2xx.
