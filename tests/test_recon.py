@@ -1,0 +1,127 @@
+"""Recon as a batch job on the real stack: metrics in the real Pushgateway, and PostgreSQL
+restarted under a running recon (one short test: the database is shared)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import msgspec
+import pytest
+
+import reconlib
+from test_recon_broker import N_SYMBOLS, RATE, BrokerServer, _cfg
+from tradeops.recon.cli import run_recon
+from tradeops.sim.market import Market
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2026, 12, 3)
+replace = msgspec.structs.replace
+
+
+def _pushed(url: str, job: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or f'job="{job}"' not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def test_metrics_are_pushed_without_instance_label_and_failure_keeps_last_success(pg_cfg):
+    job = f"tradeops_recon_t{uuid.uuid4().hex[:8]}"
+    cfg = replace(pg_cfg, recon=replace(pg_cfg.recon, job=job))
+    url = cfg.recon.pushgateway_url
+    m = Market(DAY, n_symbols=6, discrepancy_rate=0.01)
+    reconlib.load_internal(cfg, m)
+    reconlib.load_broker_cache(cfg, m)
+    try:
+        t0 = time.time()
+        out = run_recon(cfg, DAY)
+        assert out.exit_code == 1 and out.warning == ""
+        got = _pushed(url, job)
+        ok = got[f'tradeops_recon_last_success_timestamp_seconds{{instance="",job="{job}"}}']
+        assert t0 <= ok <= time.time()
+        assert got[f'tradeops_recon_last_exit_code{{instance="",job="{job}"}}'] == 1
+        for kind, n in out.report["counts"].items():
+            assert got[f'tradeops_recon_discrepancies{{instance="",job="{job}",kind="{kind}"}}'] == n
+        assert got[f'tradeops_recon_rows_compared{{instance="",job="{job}",side="internal"}}'] == len(
+            reconlib.table_rows(cfg, "bars_1m", "symbol, ts"))
+        assert f'tradeops_recon_stage_duration_seconds{{instance="",job="{job}",stage="compare"}}' in got
+        assert not any(re.search(r'instance="[^"]', k) for k in got)
+        # a failed run updates completion and exit code, keeps the last success
+        with pytest.raises(Exception, match="nothing to compare"):
+            run_recon(cfg, dt.date(2026, 11, 3))
+        got2 = _pushed(url, job)
+        assert got2[f'tradeops_recon_last_success_timestamp_seconds{{instance="",job="{job}"}}'] == ok
+        assert got2[f'tradeops_recon_last_completion_timestamp_seconds{{instance="",job="{job}"}}'] >= ok
+        assert got2[f'tradeops_recon_last_exit_code{{instance="",job="{job}"}}'] == 2
+    finally:
+        req = urllib.request.Request(f"{url}/metrics/job/{job}", method="DELETE")
+        urllib.request.urlopen(req, timeout=5).close()
+
+
+def _backends(cfg) -> int:
+    from tradeops import db
+
+    admin = replace(cfg, postgres=replace(cfg.postgres, dbname="postgres"))
+    with db.connect(admin, autocommit=True) as c:
+        return c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'tradeops'",
+            (cfg.postgres.dbname,),
+        ).fetchone()[0]
+
+
+def test_postgres_restarted_mid_run_exits_2_then_rerun_equals_clean_run(pg_cfg, base_cfg, tmp_path):
+    """The broker server is paused (SIGSTOP) so that the recon sits in its fetch stage, with
+    its database connection open, for as long as `scripts/stack.sh restart postgres` takes
+    (it may wait for the stack lock of other users of the shared stack)."""
+    srv = BrokerServer(replace(base_cfg, sim=replace(base_cfg.sim, discrepancy_rate=RATE)), tmp_path, 60.0)
+    proc = None
+    try:
+        cfg = _cfg(pg_cfg, srv.url, client_rate=30.0, workers=2)
+        cfg = replace(cfg, broker=replace(cfg.broker, timeout_s=400.0))
+        market = Market(DAY, seed=cfg.sim.seed, n_symbols=N_SYMBOLS, discrepancy_rate=RATE)
+        reconlib.load_internal(cfg, market)
+        path = reconlib.write_config(cfg, tmp_path / "tradeops.toml")
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        proc = subprocess.Popen(
+            [*reconlib.cli_argv(path), "recon", "run", "--date", str(DAY)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 30
+        while _backends(cfg) == 0:  # the recon is connected and waiting on the broker
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        subprocess.run([str(reconlib.REPO / "scripts" / "stack.sh"), "restart", "postgres"],
+                       check=True, capture_output=True, timeout=360)
+        os.kill(srv.proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (out, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert re.match(
+            r"tradeops: PostgreSQL 127\.0\.0\.1:15432: connection lost during fetch of "
+            r"2026-12-03 \(.*\); nothing half-written: rerun `tradeops recon run --date 2026-12-03`$",
+            err.strip(),
+        ), err
+        r = reconlib.cli(path, "recon", "run", "--date", str(DAY))
+        assert r.returncode == 1, r.stderr
+        assert reconlib.found(cfg, DAY) == reconlib.truth(market)
+        statuses = sorted(s for _, s in reconlib.table_rows(cfg, "recon_runs", "run_id, status"))
+        assert statuses == ["discrepancies", "failed"]
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        srv.stop()
