@@ -344,6 +344,11 @@ cmd_down() {
   local kjob=$!
   stop_postgres
   wait "$kjob"
+  local port owner
+  for port in 19092 19093 "$PG_PORT" "$PROM_PORT" "$PUSH_PORT"; do
+    owner="$(port_owner "$port")"
+    [[ -n "$owner" ]] && say "warning: 127.0.0.1:$port is still held by pid $owner ($(tr '\0' ' ' <"/proc/$owner/cmdline" 2>/dev/null | cut -c1-80)), not started by this stack"
+  done
   say "stack down"
 }
 
