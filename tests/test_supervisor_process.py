@@ -239,3 +239,22 @@ def test_operator_restart_of_a_running_program_is_not_counted_as_a_failure(sup, 
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "seen: mode watch: the supervisor does not act on it" in r.stderr
+
+
+def test_listen_address_in_use_is_a_one_line_error_and_starts_nothing(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        marker = tmp_path / "m"
+        cfg = tmp_path / "t.toml"
+        cfg.write_text(f'[supervisor]\nlisten = "127.0.0.1:{port}"\nstatus_file = "{tmp_path}/s.json"\n'
+                       f'[[supervisor.programs]]\nname = "a"\n'
+                       f'command = ["{sys.executable}", "-m", "tradeops.supervisor.demo", "--marker", "{marker}"]\n')
+        r = subprocess.run([*TRADEOPS, "--config", str(cfg), "supervise"], capture_output=True,
+                           text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"tradeops: [supervisor].listen 127.0.0.1:{port}: cannot listen: Address already in use"
+    )
+    assert not marker.exists()
