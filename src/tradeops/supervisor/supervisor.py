@@ -312,6 +312,8 @@ class Supervisor:
             return 404, f"no program {name!r}"
         if cmd != "restart":
             return 400, f"unknown command {cmd!r}"
+        if self.stopping:
+            return 503, "the supervisor is stopping"
         if p.cfg.mode == "watch":
             return 409, f"{name}: mode watch: the supervisor does not act on it"
         if p.state in (S.FATAL, S.STOPPED, S.BACKOFF):
