@@ -77,7 +77,9 @@ def test_bad_calendar_config_is_one_line():
         TradingCalendar.from_config(config.loads('[calendar]\ntimezone = "Asia/Nowhere"\n'))
     assert str(e.value) == 'tradeops.toml: [calendar].timezone: unknown time zone, got "Asia/Nowhere"'
     with pytest.raises(config.ConfigError, match=r"\[calendar\].special_sessions\[0\].open: expected HH:MM"):
-        config.loads('[calendar]\nspecial_sessions = [{date = "2026-11-08", open = "6pm", close = "19:00"}]\n')
+        config.loads(
+            '[calendar]\nspecial_sessions = [{date = "2026-11-08", open = "6pm", close = "19:00"}]\n'
+        )
     with pytest.raises(config.ConfigError, match=r"\[calendar\].holidays\[0\]: expected YYYY-MM-DD"):
         config.loads('[calendar]\nholidays = ["25/12/2026"]\n')
 
@@ -103,3 +105,13 @@ def test_cli_exit_codes(tmp_path, arg, code, out):
     assert r.returncode == code
     assert out in (r.stdout + r.stderr)
     assert "Traceback" not in r.stderr
+
+
+def test_cli_previous_trading_day(tmp_path):
+    cfgfile = tmp_path / "tradeops.toml"
+    cfgfile.write_text(TOML)
+    r = subprocess.run(
+        [sys.executable, "-m", "tradeops.cli", "--config", str(cfgfile), "calendar", "previous", "2026-12-28"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert (r.returncode, r.stdout.strip()) == (0, "2026-12-24")  # skips the weekend and Christmas

@@ -53,14 +53,13 @@ class TradingCalendar:
             self.tz = ZoneInfo(cal.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(
-                f"{source}: [calendar].timezone: unknown time zone, got \"{cal.timezone}\""
+                f'{source}: [calendar].timezone: unknown time zone, got "{cal.timezone}"'
             ) from None
         self.open = _hhmm(cal.session_open)
         self.close = _hhmm(cal.session_close)
         self.holidays = {dt.date.fromisoformat(d) for d in cal.holidays}
         self.special = {
-            dt.date.fromisoformat(s.date): (_hhmm(s.open), _hhmm(s.close))
-            for s in cal.special_sessions
+            dt.date.fromisoformat(s.date): (_hhmm(s.open), _hhmm(s.close)) for s in cal.special_sessions
         }
 
     @classmethod
@@ -163,3 +162,12 @@ def session_cmd(obj, date: str) -> None:
         f"{s.minutes} bars per symbol ({s.open:%H:%M} ... "
         f"{s.close - dt.timedelta(minutes=1):%H:%M})"
     )
+
+
+@calendar_group.command("previous")
+@click.argument("date", default="today")
+@click.pass_obj
+def previous_cmd(obj, date: str) -> None:
+    """Print the last trading day before DATE (default today)."""
+    cal = TradingCalendar.from_config(obj.cfg)
+    click.echo(cal.previous_trading_day(parse_date(date, cal)).isoformat())
