@@ -53,10 +53,10 @@ def welford(values: list[float]) -> float:
 
 def bench_engine(a, b, windows, hedges) -> float:
     eng = PairsEngine(windows, hedges, static_beta=[1.0] * len(windows))
-    idx = np.arange(a.shape[0])
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
     t0 = time.perf_counter()
     for t in range(a.shape[1]):
-        eng.update(idx, a[:, t], b[:, t])
+        eng.update(None, at[t], bt[t])  # every pair, in order: the exporter's fast path
     return time.perf_counter() - t0
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=500)
     ap.add_argument("--minutes", type=int, default=750)
     ap.add_argument("--window", type=int, default=120)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})

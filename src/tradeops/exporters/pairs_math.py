@@ -58,122 +58,115 @@ class RingMoments:
 
     Row r keeps the last ``window[r]`` values in a ring buffer. ``mu``, ``mv`` are the
     window means, ``cuu``, ``cuv`` the centred sums of squares/products (M2), ``n`` the
-    number of values held (<= window).
+    number of values held (<= window). The k = 1 or 2 series are stacked on a leading axis
+    (``m[k]``, ``c[k]``, ``b[k]``) so that one numpy operation updates both: the cost of a
+    call is the number of operations, not the number of rows.
     """
 
     def __init__(self, window: np.ndarray, paired: bool):
         self.window = np.asarray(window, dtype=np.int64)
         rows, wmax = len(self.window), int(self.window.max()) if len(self.window) else 1
         self.paired = paired
-        self.bu = np.zeros((rows, wmax))
-        self.bv = np.zeros((rows, wmax)) if paired else None
+        k = 2 if paired else 1
+        self.b = np.zeros((k, rows, wmax))
         self.n = np.zeros(rows, dtype=np.int64)
         self.head = np.zeros(rows, dtype=np.int64)  # next slot to write
         self.since = np.zeros(rows, dtype=np.int64)  # slides since the last exact recompute
         self.acc = np.zeros(rows)  # sum of |M2 terms| added since then (error scale)
-        self.mu = np.zeros(rows)
-        self.mv = np.zeros(rows)
-        self.cuu = np.zeros(rows)
-        self.cuv = np.zeros(rows)
-        self.ru = np.zeros(rows)
-        self.rv = np.zeros(rows)
+        self.m = np.zeros((k, rows))  # shifted means of u (and v)
+        self.c = np.zeros((k, rows))  # M2 of u (and the co-moment of u, v)
+        self.r = np.zeros((k, rows))  # shift: each row's first value
         self.valid = np.arange(wmax)[None, :] < self.window[:, None]
 
-    def full(self, idx: np.ndarray) -> np.ndarray:
+    # 1-d views for readers
+    mu = property(lambda self: self.m[0])
+    mv = property(lambda self: self.m[1])
+    cuu = property(lambda self: self.c[0])
+    cuv = property(lambda self: self.c[1])
+    ru = property(lambda self: self.r[0])
+    rv = property(lambda self: self.r[1])
+
+    def full(self, idx) -> np.ndarray:
         return self.n[idx] == self.window[idx]
 
-    def push(self, idx: np.ndarray, u: np.ndarray, v: np.ndarray | None = None) -> None:
-        """Append u[i] (and v[i]) to row idx[i]; idx must not repeat within one call.
+    def push(self, idx, rows: np.ndarray, u: np.ndarray, v: np.ndarray | None = None) -> None:
+        """Append u[i] (and v[i]) to row rows[i]; rows must not repeat within one call.
 
+        ``idx`` selects the same rows for 1-d state: ``slice(None)`` when ``rows`` is every
+        row in order (views instead of gathers: the fast path), else ``rows`` itself.
         Values are stored shifted by the row's first value (``ru``, ``rv``) so that window
         values sit near 0 and means/deviations keep their digits; ``mu``/``mv`` are the
         shifted means (add ``ru``/``rv`` for the real ones)."""
-        new = self.n[idx] == 0
+        U = np.stack((u, v)) if self.paired else u[None, :]
+        n = self.n[idx]
+        new = n == 0
         if new.any():
-            self.ru[idx[new]] = u[new]
-            if self.paired:
-                self.rv[idx[new]] = v[new]
-        u = u - self.ru[idx]
-        if self.paired:
-            v = v - self.rv[idx]
-        full = self.n[idx] == self.window[idx]
+            self.r[:, rows[new]] = U[:, new]
+        U = U - self.r[:, idx]
+        full = n == self.window[idx]
         if full.all():
-            self._slide(idx, u, v)
+            self._slide(idx, rows, U)
         elif not full.any():
-            self._add(idx, u, v)
+            self._add(idx, rows, U)
         else:
-            self._slide(idx[full], u[full], None if v is None else v[full])
+            r = rows[full]
+            self._slide(r, r, U[:, full])
             nf = ~full
-            self._add(idx[nf], u[nf], None if v is None else v[nf])
+            r = rows[nf]
+            self._add(r, r, U[:, nf])
 
-    def _add(self, idx, u, v) -> None:
+    def _add(self, idx, rows, U) -> None:
         # Welford add: the window is still filling
-        h = self.head[idx]
-        self.bu[idx, h] = u
+        h = self.head[idx].copy()
+        self.b[:, rows, h] = U
         n = self.n[idx] + 1
-        du = u - self.mu[idx]
-        mu = self.mu[idx] + du / n
-        self.cuu[idx] += du * (u - mu)
-        self.mu[idx] = mu
-        if self.paired:
-            self.bv[idx, h] = v
-            mv = self.mv[idx] + (v - self.mv[idx]) / n
-            self.cuv[idx] += du * (v - mv)
-            self.mv[idx] = mv
+        m = self.m[:, idx]
+        du = U[0] - m[0]
+        m2 = m + (U - m) / n
+        self.c[:, idx] += du * (U - m2)
+        self.m[:, idx] = m2
         self.n[idx] = n
-        self.head[idx] = (h + 1) % self.window[idx]
+        h += 1
+        self.head[idx] = np.where(h == self.window[idx], 0, h)
 
-    def _slide(self, idx, u, v) -> None:
+    def _slide(self, idx, rows, U) -> None:
         # fixed-size window: remove the oldest value and add the new one in one step
-        h = self.head[idx]
+        h = self.head[idx].copy()
         w = self.window[idx]
-        uo = self.bu[idx, h]
-        self.bu[idx, h] = u
-        mu = self.mu[idx]
-        mu2 = mu + (u - uo) / w
-        du_new, du_old = u - mu, uo - mu
-        t_new, t_old = du_new * (u - mu2), du_old * (uo - mu2)
-        cuu = self.cuu[idx] + t_new - t_old
-        self.cuu[idx] = cuu
-        self.mu[idx] = mu2
-        if self.paired:
-            vo = self.bv[idx, h]
-            self.bv[idx, h] = v
-            mv2 = self.mv[idx] + (v - vo) / w
-            self.cuv[idx] += du_new * (v - mv2) - du_old * (vo - mv2)
-            self.mv[idx] = mv2
-        self.head[idx] = (h + 1) % w
+        old = self.b[:, rows, h]
+        self.b[:, rows, h] = U
+        m = self.m[:, idx].copy()
+        m2 = m + (U - old) / w
+        t_new = (U[0] - m[0]) * (U - m2)
+        t_old = (old[0] - m[0]) * (old - m2)
+        c = self.c[:, idx] + t_new - t_old
+        self.c[:, idx] = c
+        self.m[:, idx] = m2
+        h += 1
+        self.head[idx] = np.where(h == w, 0, h)
         since = self.since[idx] + 1
         self.since[idx] = since
         # recompute every W slides, and at once where the updates cancelled badly: the
         # error since the last recompute is ~ eps * (sum of |terms| added), so recompute
         # when M2 falls below 1e-6 of that sum (relative error then stays below ~1e-10)
-        acc = self.acc[idx] + np.abs(t_new) + np.abs(t_old)
+        acc = self.acc[idx] + np.abs(t_new[0]) + np.abs(t_old[0])
         self.acc[idx] = acc
-        due = (since >= w) | (cuu < CANCEL_GUARD * acc)
+        due = (since >= w) | (c[0] < CANCEL_GUARD * acc)
         if due.any():
-            self._recompute(idx[due])
+            self._recompute(rows[due])
 
     def _recompute(self, rows: np.ndarray) -> None:
         """Exact two-pass mean and co-moments from the ring buffers of ``rows``."""
         valid = self.valid[rows]
         w = self.window[rows]
-        bu = self.bu[rows]
-        mu = np.where(valid, bu, 0.0).sum(axis=1) / w
-        du = np.where(valid, bu - mu[:, None], 0.0)
-        mu = mu + du.sum(axis=1) / w  # second-pass correction of the mean
-        du = np.where(valid, bu - mu[:, None], 0.0)
-        self.mu[rows] = mu
-        self.cuu[rows] = (du * du).sum(axis=1)
-        if self.paired:
-            bv = self.bv[rows]
-            mv = np.where(valid, bv, 0.0).sum(axis=1) / w
-            mv = mv + np.where(valid, bv - mv[:, None], 0.0).sum(axis=1) / w
-            dv = np.where(valid, bv - mv[:, None], 0.0)
-            self.mv[rows] = mv
-            self.cuv[rows] = (du * dv).sum(axis=1)
+        b = self.b[:, rows]  # (k, r, W)
+        m = np.where(valid, b, 0.0).sum(axis=2) / w
+        m = m + np.where(valid, b - m[..., None], 0.0).sum(axis=2) / w  # second pass
+        d = np.where(valid, b - m[..., None], 0.0)
+        self.m[:, rows] = m
+        self.c[:, rows] = (d[0][None] * d).sum(axis=2)
         self.since[rows] = 0
-        self.acc[rows] = self.cuu[rows]
+        self.acc[rows] = self.c[0, rows]
 
 
 class PairsEngine:
@@ -196,6 +189,7 @@ class PairsEngine:
             raise ValueError("window must be >= 3")
         p = len(windows)
         self.size = p
+        self._all = np.arange(p, dtype=np.int64)
         self.window = windows
         self.hedge = np.asarray(
             [HEDGE_CODES[h] if isinstance(h, str) else int(h) for h in hedge], dtype=np.int64
@@ -210,6 +204,8 @@ class PairsEngine:
         self.is_static = self.hedge == 0
         self.is_ols = self.hedge == 1
         self.is_kalman = self.hedge == 2
+        self.has_ols = bool(self.is_ols.any())
+        self.has_kalman = bool(self.is_kalman.any())
         self.hedge_ring = RingMoments(windows, paired=True)  # u = x = ln b, v = y = ln a
         self.spread_ring = RingMoments(windows, paired=False)
         self.ar_ring = RingMoments(windows, paired=True)  # u = s_{t-1}, v = s_t
@@ -228,65 +224,80 @@ class PairsEngine:
         self.updates = np.zeros(p, dtype=np.int64)
 
     def update(self, idx, a_close, b_close) -> None:
-        """Apply one bar close pair per row in ``idx`` (unique within a call; closes > 0)."""
-        idx = np.asarray(idx, dtype=np.int64)
+        """Apply one bar close pair per row in ``idx`` (unique within a call; closes > 0).
+
+        ``idx=None`` means every row, in order (a_close[i] is row i): the fast path, where
+        all state is updated through views and every method is computed for every row
+        (cheaper than splitting the rows by method), the rows of each method keeping
+        their own result."""
+        if idx is None:
+            sel, rows = slice(None), self._all
+        else:
+            sel = rows = np.asarray(idx, dtype=np.int64)
         y = np.log(np.asarray(a_close, dtype=float))
         x = np.log(np.asarray(b_close, dtype=float))
-        self.updates[idx] += 1
+        self.updates[sel] += 1
 
-        # hedge ratio -------------------------------------------------------------
-        ols = self.is_ols[idx]
-        if ols.any():
-            i = idx[ols]
-            hr = self.hedge_ring
-            hr.push(i, x[ols], y[ols])
-            ok = hr.full(i) & (hr.cuu[i] > MIN_HEDGE_STD**2 * (hr.window[i] - 1))
-            j = i[ok]
-            b = hr.cuv[j] / hr.cuu[j]
-            self.beta[j] = b
-            self.alpha[j] = (hr.mv[j] + hr.rv[j]) - b * (hr.mu[j] + hr.ru[j])
+        # hedge ratio: rolling OLS ------------------------------------------------
+        hr = self.hedge_ring
+        if self.has_ols:
+            hr.push(sel, rows, x, y)
+            cuu = hr.cuu[sel]
+            ok = self.is_ols[sel] & hr.full(sel) & (cuu > MIN_HEDGE_STD**2 * (hr.window[sel] - 1))
+        if self.has_ols and ok.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                b = hr.cuv[sel] / cuu
+                a = (hr.mv[sel] + hr.rv[sel]) - b * (hr.mu[sel] + hr.ru[sel])
+            self.beta[sel] = np.where(ok, b, self.beta[sel])
+            self.alpha[sel] = np.where(ok, a, self.alpha[sel])
+
         # spread: static and rolling OLS use the current (beta, alpha); the Kalman filter's
         # spread is its one-step forecast error (the prior state), counted only after a
         # burn-in of one window so the filter's start-up transient stays out of the z-score
-        s = y - self.beta[idx] * x - self.alpha[idx]
-        kal = self.is_kalman[idx]
-        if kal.any():
-            i = idx[kal]
-            self._kalman(i, x[kal], y[kal])
-            s[kal] = np.where(self.updates[i] > self.window[i], s[kal], np.nan)
+        s = y - self.beta[sel] * x - self.alpha[sel]
+        kal = self.is_kalman[sel] if self.has_kalman else None
+        if self.has_kalman and kal.any():
+            self._kalman(sel, x, y)
+            self.beta[sel] = np.where(kal, self.kb[sel], self.beta[sel])
+            self.alpha[sel] = np.where(kal, self.ka[sel], self.alpha[sel])
+            s = np.where(kal & (self.updates[sel] <= self.window[sel]), np.nan, s)
         has = ~np.isnan(s)
         if not has.all():
-            idx, s = idx[has], s[has]
-        if not len(idx):
+            sel = rows = rows[has]
+            s = s[has]
+        if not len(rows):
             return
-        prev = self.spread[idx]
-        self.spread[idx] = s
+        prev = self.spread[sel].copy()
+        self.spread[sel] = s
         sr = self.spread_ring
-        sr.push(idx, s)
-        full = sr.full(idx)
-        var = np.where(full, sr.cuu[idx] / (sr.window[idx] - 1), 0.0)
-        flat = var <= MIN_VAR
+        sr.push(sel, rows, s)
+        full = sr.full(sel)
+        var = sr.cuu[sel] / (sr.window[sel] - 1)
+        ok = full & (var > MIN_VAR)
         with np.errstate(divide="ignore", invalid="ignore"):
-            dev = (s - sr.ru[idx]) - sr.mu[idx]
-            z = np.where(full & ~flat, dev / np.sqrt(np.where(flat, 1.0, var)), np.nan)
-        self.zscore[idx] = z
+            z = ((s - sr.ru[sel]) - sr.mu[sel]) / np.sqrt(var)
+        self.zscore[sel] = np.where(ok, z, np.nan)
 
         # AR(1) half-life over consecutive spreads ----------------------------------
         hp = ~np.isnan(prev)
-        if hp.any():
-            i = idx[hp]
-            ar = self.ar_ring
-            ar.push(i, prev[hp], s[hp])
-            ok = ar.full(i) & (ar.cuu[i] > MIN_VAR * ar.window[i])
-            phi = np.full(len(i), np.nan)
-            phi[ok] = ar.cuv[i[ok]] / ar.cuu[i[ok]]
+        if not hp.all():
+            sel = rows = rows[hp]
+            prev, s = prev[hp], s[hp]
+        if not len(rows):
+            return
+        ar = self.ar_ring
+        ar.push(sel, rows, prev, s)
+        cuu = ar.cuu[sel]
+        ok = ar.full(sel) & (cuu > MIN_VAR * ar.window[sel])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(ok, ar.cuv[sel] / cuu, np.nan)
             mr = (phi > 0.0) & (phi < 1.0)
-            hl = np.full(len(i), np.nan)
-            hl[mr] = -LN2 / np.log(phi[mr])
-            self.ar_phi[i] = phi
-            self.half_life_bars[i] = hl
+            hl = np.where(mr, -LN2 / np.log(np.where(mr, phi, 0.5)), np.nan)
+        self.ar_phi[sel] = phi
+        self.half_life_bars[sel] = hl
 
     def _kalman(self, i, x, y) -> None:
+        # rows i (a slice or an index array) of the (beta, alpha) filter
         # predict: P += Q (random walk); update with observation y = beta x + alpha
         q = self.k_q[i]
         p00 = self.p00[i] + q
@@ -305,5 +316,3 @@ class PairsEngine:
         self.p00[i] = p00 - k0 * pf0
         self.p01[i] = p01 - k0 * pf1
         self.p11[i] = p11 - k1 * pf1
-        self.beta[i] = self.kb[i]
-        self.alpha[i] = self.ka[i]
