@@ -11,7 +11,8 @@ the work loop, clean SIGTERM/SIGINT shutdown (offsets committed), and its own he
 
 Modules: :mod:`.runtime` (:class:`Exporter`, Health, WatchdogTimer, Notifier, LoopState),
 :mod:`.http` (server), :mod:`.collect` (single-flight scrape-time collection),
-:mod:`.consumer` (:class:`ConsumeLoop`, the Kafka work loop), :mod:`.kafka_lag`.
+:mod:`.consumer` (:class:`ConsumeLoop`, the Kafka work loop), :mod:`.render` (the fast
+text exposition and ``FastGaugeFamily``), :mod:`.kafka_lag`.
 
 Usage (a consuming exporter, e.g. ``tradeops/exporters/oms_lifecycle.py``)::
 
@@ -26,7 +27,8 @@ Usage (a consuming exporter, e.g. ``tradeops/exporters/oms_lifecycle.py``)::
         # pre-initialised to 0
         seen = Counter("oms_events", "Order events applied.", ["status"], registry=app.registry)
         # state read elsewhere at scrape time: custom collector, single-flight, in budget;
-        # collect(deadline) returns metric families (GaugeMetricFamily, ...)
+        # collect(deadline) returns metric families (GaugeMetricFamily, ...; for thousands
+        # of series render.FastGaugeFamily, which /metrics renders without per-sample objects)
         app.add_scrape_collector("lag", lambda deadline: [...])
         # extra endpoints: path -> () -> (status, content_type, body)
         app.extra_routes["/orders"] = lambda: (200, "application/json", b"[]")
