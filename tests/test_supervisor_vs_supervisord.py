@@ -4,7 +4,7 @@ bench/bench_supervisor.py and docs/benchmarks.md):
 
 - a program that hangs (stays alive, stops heartbeating) is restarted by ours, never by
   supervisord (it has no liveness check);
-- a program that crashes a little after `startsecs` is respawned by supervisord at once,
+- a program that crashes a little after `startsecs` is respawned by supervisord again and again,
   forever (a restart storm); ours backs off and goes FATAL after its budget, and stays down.
 """
 
