@@ -306,3 +306,16 @@ def test_roll_day_starts_from_zero():
 def test_bad_stuck_config_names_the_status():
     with pytest.raises(ValueError, match="'FILLED' is not a non-terminal status"):
         conf(stuck_after_s={"FILLED": 1.0})
+
+
+def test_epoch_seconds_equals_timestamp():
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    rnd = __import__("random").Random(5)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-4)),
+             ZoneInfo("Europe/London")]  # the last one: not fixed-offset -> fallback
+    for _ in range(2000):
+        tz = rnd.choice(zones)
+        d = datetime(2026, 1, 1, tzinfo=tz) + timedelta(seconds=rnd.uniform(0, 365 * 86400))
+        assert ob.epoch_seconds(d) == pytest.approx(d.timestamp(), abs=1e-6)

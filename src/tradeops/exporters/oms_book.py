@@ -36,7 +36,7 @@ import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from ..order_states import NEW, TERMINAL, TRANSITIONS, OrderStatus
@@ -88,6 +88,24 @@ _SEQ_MASK = (1 << 32) - 1
 def _tombstone(seen: int, seq: int, status: int) -> int:
     """An evicted order as one int: seen-bits | last seq (32 bits) | status (4 bits)."""
     return (seen << 36) | (min(seq, _SEQ_MASK) << 4) | status
+
+
+_DAY_BASE: dict[tuple, float] = {}
+
+
+def epoch_seconds(ts: datetime, _fixed=timezone, _cache=_DAY_BASE) -> float:
+    """``ts.timestamp()`` at ~1/2.5 of its cost for the fixed-offset datetimes the decoder
+    makes: the epoch of the local midnight is cached per (date, offset)."""
+    tz = ts.tzinfo
+    if type(tz) is not _fixed:
+        return ts.timestamp()
+    key = (ts.year, ts.month, ts.day, tz)
+    base = _cache.get(key)
+    if base is None:
+        base = datetime(ts.year, ts.month, ts.day, tzinfo=tz).timestamp()
+        if len(_cache) < 4096:
+            _cache[key] = base
+    return base + (ts.hour * 3600 + ts.minute * 60 + ts.second) + ts.microsecond * 1e-6
 
 
 class Hist:
@@ -194,6 +212,8 @@ class PartitionBook:
         self.day_start_ms, self.day_end_ms = day
         # offset of the next record to consume; and the offset replay must reach to be LIVE
         self.next_offset = -1
+        # while > 0: skip records stamped before it (rebuild fallback without offsets_for_times)
+        self.skip_before_ms = 0
         self.rebuild_until = rebuild_until
         self.live = rebuild_until <= 0
         self.owned = True
@@ -250,7 +270,7 @@ class PartitionBook:
         oid = ev.order_id
         seq = ev.seq
         to = IDX[ev.status]
-        ts = ev.ts.timestamp()
+        ts = epoch_seconds(ev.ts)
         self.events += 1
         if ts > self.last_ts:
             self.last_ts = ts
