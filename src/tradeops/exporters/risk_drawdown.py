@@ -37,6 +37,7 @@ from psycopg import sql
 from .. import db
 from ..config import Config
 from .consumer import ConsumeLoop
+from .render import FastGaugeFamily
 from .risk_math import RiskBook
 from .runtime import Exporter
 
@@ -286,7 +287,7 @@ class RiskCollector:
         self.limits = dict(cfg.risk.drawdown_limits)
 
     def families(self, deadline: float | None = None) -> list:  # noqa: ARG002 - in-memory
-        g = {name: GaugeMetricFamily(f"risk_{name}", doc, labels=LABELS) for name, doc in (
+        g = {name: FastGaugeFamily(f"risk_{name}", doc, labels=LABELS) for name, doc in (
             ("equity_amount", "Realized plus unrealized PnL of the bucket (INR)."),
             ("peak_equity_amount", "Running peak of the bucket's equity this session, at "
                                    "least 0 (INR)."),
@@ -305,7 +306,7 @@ class RiskCollector:
             day = self.book.day
             unmapped = dict(self.book.unmapped)
         for (bt, b), v in sorted(rows):
-            lab = [bt, b]
+            lab = (bt, b)
             g["equity_amount"].add_metric(lab, v["equity"])
             g["peak_equity_amount"].add_metric(lab, v["peak"])
             g["drawdown_amount"].add_metric(lab, v["drawdown"])
