@@ -173,3 +173,32 @@ def test_unknown_symbol_is_counted_and_bucketed_as_unmapped(stack_cfg):
                                              {"bucket_type": "sector"}) == 1
         assert_same(book, reference(cfg, msgs), ordered_types=("strategy", "sector", "total",
                                                                 "underlying"))
+
+
+def test_postgres_outage_keeps_state_and_writes_it_when_back(stack_cfg):
+    """PostgreSQL going away after start (simulated by pointing the exporter's store at a
+    closed port; the shared server is not stopped): consuming and serving go on, the
+    state stays dirty, risk_up{postgres} is 0, and everything is written once it is back."""
+    cfg = with_group(stack_cfg)
+    first = positions(4, 200, NOW - dt.timedelta(minutes=10))
+    second = positions(5, 300, NOW - dt.timedelta(minutes=5))
+    produce(cfg, first)
+    with running(cfg) as (app, loop, book):
+        wait_for(lambda: book.messages == 200 and loop.last_flush_ts, 30, "first batch")
+        good = loop.store.cfg
+        loop.store.cfg = replace(good, postgres=replace(good.postgres, port=1))
+        loop.store.close()
+        produce(cfg, second)
+        wait_for(lambda: book.messages == 500, 30, "second batch")
+        wait_for(lambda: loop.flush_errors > 0, 10, "a failed flush")
+        get = app.registry.get_sample_value
+        assert get("risk_up", {"dependency": "postgres"}) == 0
+        assert get("risk_state_flush_errors_total") >= 1
+        assert book.dirty_positions  # kept for the next try
+        loop.store.cfg = good
+        wait_for(lambda: get("risk_up", {"dependency": "postgres"}) == 1 and not book.dirty_positions,
+                 15, "recovery")
+        with db.connect(cfg) as conn:
+            n_pos = conn.execute("SELECT count(*) FROM risk_positions").fetchone()[0]
+            off = conn.execute("SELECT sum(next_offset) FROM risk_offsets").fetchone()[0]
+        assert n_pos == len(book.positions) and off == 500
