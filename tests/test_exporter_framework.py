@@ -220,7 +220,8 @@ def get(url: str, headers: dict | None = None):
 
 @pytest.fixture
 def served():
-    app = Exporter("test", "test_exporter", "127.0.0.1:0", loop_stale_s=0.5, env={})
+    # 2 s: generous on a loaded CI machine; the stuck-loop test waits past it
+    app = Exporter("test", "test_exporter", "127.0.0.1:0", loop_stale_s=2.0, env={})
     calls = Counter("test_things", "things", ["kind"], registry=app.registry)
     calls.labels(kind="a").inc(3)
     loop = TickLoop()
@@ -265,7 +266,7 @@ def test_healthz_503_when_dependency_down_or_loop_stuck(served):
     app.set_up("kafka", True)
     assert get(base + "/healthz")[0] == 200
     loop.stuck.set()  # the loop stops iterating: /healthz must notice
-    time.sleep(0.8)
+    time.sleep(2.5)
     status, _, body = get(base + "/healthz")
     assert status == 503 and json.loads(body)["loop"]["live"] is False
     assert get(base + "/metrics")[0] == 200  # metrics keep answering
@@ -373,3 +374,16 @@ def test_fast_gauge_family_renders_like_a_gauge_family():
     assert r.render(fast) == expected and r.render(fast) == expected
     assert generate_latest(fast) == expected
     assert fast.get_sample_value("r_lag", {"group": "g3", "partition": "2"}) == 1e-3
+
+
+def test_client_reset_is_not_a_traceback(served, capfd):
+    import struct
+
+    app, loop, base = served
+    s = socket.create_connection(("127.0.0.1", app.server.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST before any request
+    time.sleep(0.2)
+    assert get(base + "/metrics")[0] == 200
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err

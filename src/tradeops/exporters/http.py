@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -35,6 +36,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     app: Exporter
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback to stderr by default (e.g. a client that resets
+        # the connection before sending its request): one log line instead
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s: %s", client_address[0], exc)
+        else:
+            log.warning("http: error serving %s: %s: %s", client_address[0], type(exc).__name__, exc)
 
 
 class _Server6(_Server):

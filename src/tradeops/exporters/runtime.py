@@ -248,6 +248,7 @@ class Exporter:
         if self.state is LoopState.STARTING:
             # STARTING -> RUNNING
             self.transition(LoopState.RUNNING)
+            self.health.beat()  # the loop is live now: /healthz must not lag READY=1
             self.notifier.notify("READY=1", f"STATUS={status}")
             log.info("%s: ready: %s", self.name, status)
 
