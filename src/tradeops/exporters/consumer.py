@@ -86,6 +86,7 @@ class ConsumeLoop:
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self._next_probe = 0.0
+        self._probe_failures = 0
         self._assigned = False
         self.processed = 0
         self._decode_errors: Counter | None = None
@@ -178,7 +179,15 @@ class ConsumeLoop:
             why = e.args[0].str()
         else:
             why = "metadata probe ok" if ok else "metadata probe: no brokers"
-        self._set_kafka(ok, why)
+        if ok:
+            self._probe_failures = 0
+            self._set_kafka(True, why)
+        else:
+            # one slow answer on a loaded machine is not an outage: down after two in a
+            # row (librdkafka's _ALL_BROKERS_DOWN still marks it down at once)
+            self._probe_failures += 1
+            if self._probe_failures >= 2:
+                self._set_kafka(False, why)
         return ok
 
     # --------------------------------------------------------------------- run
@@ -244,7 +253,7 @@ class ConsumeLoop:
                 elif now - self._last_commit >= self.commit_every_s and self.dirty():
                     self.commit()  # retry after a failed async commit
                 if now >= self._next_probe:
-                    up = self.probe(timeout=min(1.0, timeout * 2))
+                    up = self.probe(timeout=app.max_poll_s(2.0))
                     self._next_probe = time.monotonic() + (self.probe_interval_s if up else 1.0)
                 if self.on_tick is not None:
                     self.on_tick(now)
