@@ -239,7 +239,14 @@ class ConsumeLoop:
         timeout = app.max_poll_s(self.poll_timeout_s)
         try:
             while not app.stop_event.is_set():
-                msgs = self.consumer.consume(num_messages=self.batch_size, timeout=timeout)
+                try:
+                    msgs = self.consumer.consume(num_messages=self.batch_size, timeout=timeout)
+                except KafkaException as e:
+                    err = e.args[0]
+                    if err.fatal():
+                        raise  # the client is unusable: exit non-zero, systemd restarts us
+                    log.warning("kafka: consume: %s", err.str())
+                    msgs = []
                 now = time.monotonic()
                 if msgs:
                     self._handle(msgs)

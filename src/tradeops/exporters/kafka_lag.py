@@ -433,7 +433,7 @@ class LagCollector:
 
     def __init__(self, groups: Sequence[str], reader: LagReader | IsolatedLagReader,
                  timestamps: RecordTimestamps, tracker: LagTracker, wall_clock=time.time):
-        self.groups = list(groups)
+        self.groups = list(dict.fromkeys(groups))
         self.reader = reader
         self.timestamps = timestamps
         self.tracker = tracker
