@@ -83,7 +83,7 @@ def produce(cfg, items):
         if isinstance(it, dict):
             p.produce(cfg.topics.bars_1m, json.dumps(it).encode(), key=it["symbol"].encode())
         else:
-            p.produce(cfg.topics.bars_1m, it, key=b"bad")
+            p.produce(cfg.topics.bars_1m, it, key=b"NSE:INFY")
         p.poll(0)
     assert p.flush(15) == 0
 

@@ -143,15 +143,19 @@ class RingMoments:
         self.c[:, idx] = c
         self.m[:, idx] = m2
         h += 1
-        self.head[idx] = np.where(h == w, 0, h)
+        h[h == w] = 0
+        self.head[idx] = h
         since = self.since[idx] + 1
         self.since[idx] = since
         # recompute every W slides, and at once where the updates cancelled badly: the
         # error since the last recompute is ~ eps * (sum of |terms| added), so recompute
         # when M2 falls below 1e-6 of that sum (relative error then stays below ~1e-10)
-        acc = self.acc[idx] + np.abs(t_new[0]) + np.abs(t_old[0])
+        t = np.abs(t_new[0])
+        t += np.abs(t_old[0])
+        acc = self.acc[idx] + t
         self.acc[idx] = acc
-        due = (since >= w) | (c[0] < CANCEL_GUARD * acc)
+        acc *= CANCEL_GUARD
+        due = (since >= w) | (c[0] < acc)
         if due.any():
             self._recompute(rows[due])
 
