@@ -1,6 +1,7 @@
 """Exporter framework: pure logic (health verdict, watchdog interval, loop states,
-single-flight) and the real HTTP server on 127.0.0.1 (no Kafka needed here; the Kafka
-consume loop is exercised by tests/test_gateway_oms*.py against the real broker)."""
+single-flight, text rendering), the real HTTP server on 127.0.0.1, and the Kafka consume
+loop against the real broker (hooks, commit on revoke across a rebalance, handler errors).
+The gateway-oms tests exercise the loop further (decode errors, outage, SIGTERM)."""
 
 from __future__ import annotations
 
@@ -387,3 +388,75 @@ def test_client_reset_is_not_a_traceback(served, capfd):
     assert get(base + "/metrics")[0] == 200
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err
+
+
+# ------------------------------------------------------------------- consume loop (Kafka)
+def _produce(cfg, topic, n, start=0):
+    from confluent_kafka import Producer
+
+    from tradeops.contracts import Heartbeat, encode
+    from tradeops.kafka_admin import client_conf
+
+    p = Producer(client_conf(cfg))
+    for i in range(start, start + n):
+        hb = Heartbeat(ts=__import__("datetime").datetime.now(__import__("datetime").UTC),
+                       process=f"p{i}", pid=i)
+        p.produce(topic, encode(hb), key=f"k{i}".encode())
+    assert p.flush(10) == 0
+
+
+def _wait(pred, timeout=40.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_consume_loop_rebalance_hooks_commit_on_revoke_and_handler_errors(kafka_cfg):
+    import uuid
+
+    from tradeops.exporters import ConsumeLoop
+
+    cfg = kafka_cfg
+    topic = cfg.topics.heartbeats
+    group = "t-loop-" + uuid.uuid4().hex[:8]
+    seen: dict[str, list] = {"a": [], "b": []}
+    hooks: list[tuple[str, str, int]] = []
+
+    def make(name):
+        def handle(kind, event, msg):
+            assert kind == "heartbeats"
+            if event.pid == 13:
+                raise ValueError("a bug in the handler")
+            seen[name].append((msg.partition(), msg.offset()))
+
+        app = Exporter(name, f"t_{name}", "127.0.0.1:0", env={})
+        loop = ConsumeLoop(cfg, group_id=group, topics={topic: "heartbeats"}, handler=handle,
+                           on_assign=lambda c, tps: hooks.append((name, "assign", len(tps))),
+                           on_revoke=lambda tps: hooks.append((name, "revoke", len(tps))),
+                           commit_every_n=10_000, commit_every_s=3600)  # only revoke/close commit
+        t = threading.Thread(target=app.serve, args=(loop,), kwargs={"signals": False}, daemon=True)
+        return app, loop, t
+
+    _produce(cfg, topic, 30)
+    a_app, a_loop, a_t = make("a")
+    a_t.start()
+    _wait(lambda: a_loop.processed >= 30)
+    assert a_app.registry.get_sample_value("t_a_handler_errors_total", {"topic": topic}) == 1
+    b_app, b_loop, b_t = make("b")
+    b_t.start()
+    _wait(lambda: ("a", "revoke", 3) in hooks and any(h[:2] == ("b", "assign") and h[2] > 0 for h in hooks))
+    _produce(cfg, topic, 30, start=30)
+    _wait(lambda: a_loop.processed + b_loop.processed >= 60)
+    time.sleep(1.0)
+    for app, t in ((a_app, a_t), (b_app, b_t)):
+        app.stop_event.set()
+        t.join(20)
+        assert not t.is_alive()
+    handled = seen["a"] + seen["b"]
+    # the revoke committed what A had processed: B re-read nothing, nothing was lost
+    assert len(handled) == 59 and len(set(handled)) == 59
+    assert a_loop.processed + b_loop.processed == 60
+    assert hooks[0] == ("a", "assign", 3)
