@@ -404,3 +404,29 @@ def test_broker_outage_keeps_serving_and_recovers(gw_cfg):
     parts = t.partitions
     hw = {p: o for p, o in high_watermarks(cfg, t.gateway_events, parts).items() if o > 0}
     assert committed(cfg, cfg.gateway_oms.group_id, t.gateway_events, parts) == hw
+
+
+def test_restart_rereads_recent_heartbeats_but_not_gateway_events(gw_cfg):
+    """After a restart the critical processes are up at once (heartbeats re-read from the
+    last minute), while gateway events are not re-counted."""
+    cfg = gw_cfg
+    t = cfg.topics
+    now = time.time()
+    old = now - 3 * 3600  # far outside the look-back (record time too): not re-read
+    p = Producer(client_conf(cfg))
+    p.produce(t.heartbeats, encode(hb("risk-manager", old)), key=b"r", timestamp=int(old * 1000))
+    assert p.flush(10) == 0
+    produce(cfg, t.heartbeats, [encode(hb("oms-core", now - 2))], key=b"o")
+    produce(cfg, t.gateway_events, [encode(gw("fill", dt=i)) for i in range(3)])
+    with Running(cfg) as r:
+        wait_for(lambda: r.loop.processed >= 5)
+        assert r.value("tradeops_heartbeat_up", {"process": "oms-core"}) == 1
+    with Running(cfg) as r:
+        # before any new message: the heartbeat of the last minute is back, the old one not
+        wait_for(lambda: r.value("tradeops_heartbeat_timestamp_seconds", {"process": "oms-core"})
+                 is not None, timeout=15)
+        assert r.value("tradeops_heartbeat_up", {"process": "oms-core"}) == 1
+        assert r.value("tradeops_heartbeat_timestamp_seconds", {"process": "risk-manager"}) is None
+        time.sleep(0.5)
+        assert r.value("gateway_fills_total", {"gateway": "zerodha"}) == 0
+        assert r.loop.processed == 1

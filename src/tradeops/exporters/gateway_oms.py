@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -35,6 +36,7 @@ OTHER = "other"
 MAX_AUTO_GATEWAYS = 10
 MAX_PROCESSES = 200
 MAX_PENDING_ACKS = 100_000
+HEARTBEAT_LOOKBACK_S = 60.0
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -231,11 +233,49 @@ def build(cfg: Config, *, listen: str | None = None, auto_offset_reset: str = "l
         parts["lag"] = LagCollector(sec.lag_groups, parts["reader"], parts["timestamps"],
                                     LagTracker(sec.lag_window, sec.lag_min_interval_s))
         parts["lag_scrape"] = app.add_scrape_collector("kafka-lag", parts["lag"])
+    lookback_s = max([*sec.critical_processes.values(), HEARTBEAT_LOOKBACK_S])
     loop = ConsumeLoop(cfg, group_id=sec.group_id,
                        topics={cfg.topics.gateway_events: "gateway_events",
                                cfg.topics.heartbeats: "heartbeats"},
-                       handler=state.handle, auto_offset_reset=auto_offset_reset, **loop_kw)
+                       handler=state.handle, auto_offset_reset=auto_offset_reset,
+                       on_assign=lambda consumer, tps: rewind_heartbeats(
+                           consumer, tps, cfg.topics.heartbeats, lookback_s),
+                       **loop_kw)
     return app, loop, parts
+
+
+def rewind_heartbeats(consumer, partitions, topic: str, lookback_s: float,
+                      now: float | None = None) -> None:
+    """On assignment, start the heartbeat partitions ``lookback_s`` back in time.
+
+    The latest heartbeats live only in memory: without this, an exporter restart would
+    show every critical process down until its next heartbeat. Re-reading heartbeats is
+    harmless (the latest time per process wins); gateway events are never re-read, so
+    counters are not doubled. Falls back to the committed offsets if the lookup fails.
+    """
+    hb = [tp for tp in partitions if tp.topic == topic]
+    if not hb:
+        return
+    ts_ms = int(((time.time() if now is None else now) - lookback_s) * 1000)
+    try:
+        found = consumer.offsets_for_times([TopicPartition(topic, tp.partition, ts_ms) for tp in hb],
+                                           timeout=5)
+        committed = consumer.committed([TopicPartition(topic, tp.partition) for tp in hb], timeout=5)
+    except KafkaException as e:
+        log.warning("heartbeats: cannot look up offsets %.0f s back (%s); starting at the "
+                    "committed offsets", lookback_s, e.args[0].str())
+        return
+    start = {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+    for tp in committed:
+        # never skip forward past what the group has not read yet
+        if tp.partition in start and tp.error is None and 0 <= tp.offset < start[tp.partition]:
+            start[tp.partition] = tp.offset
+    if not start:
+        return
+    new = [TopicPartition(tp.topic, tp.partition, start[tp.partition])
+           if tp.topic == topic and tp.partition in start else tp for tp in partitions]
+    consumer.assign(new)
+    log.info("heartbeats: re-reading the last %.0f s of %s", lookback_s, topic)
 
 
 def run(cfg: Config) -> None:
