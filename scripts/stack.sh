@@ -356,15 +356,15 @@ cmd_status() {
   local name f rc=0 seen=" "
   for name in "${CORE_SERVICES[@]}"; do
     seen+="$name "
-    if is_running "$name"; then printf '%-14s running (pid %s)\n' "$name" "$(pid_of "$name")"
-    else printf '%-14s stopped\n' "$name"; rc=3; fi
+    if is_running "$name"; then printf '%-24s running (pid %s)\n' "$name" "$(pid_of "$name")"
+    else printf '%-24s stopped\n' "$name"; rc=3; fi
   done
   for f in "$RUN_DIR"/*.pid; do
     [[ -e "$f" ]] || continue
     name="$(basename "$f" .pid)"
     [[ "$seen" == *" $name "* ]] && continue
-    if is_running "$name"; then printf '%-14s running (pid %s)\n' "$name" "$(pid_of "$name")"
-    else printf '%-14s stopped (stale pid file)\n' "$name"; rc=3; fi
+    if is_running "$name"; then printf '%-24s running (pid %s)\n' "$name" "$(pid_of "$name")"
+    else printf '%-24s stopped (stale pid file)\n' "$name"; rc=3; fi
   done
   return $rc
 }
