@@ -331,3 +331,21 @@ def test_cli_unreachable_exporter_is_one_line(base_cfg):
                              standalone_mode=False)
     assert res.exit_code != 0 or res.exception is not None
     assert "oms-lifecycle exporter at http://127.0.0.1:9" in str(res.exception)
+
+
+def test_rebuild_ends_at_transaction_markers(kafka_cfg):
+    """A transactional OMS producer leaves commit markers at the end of each partition: the
+    high watermark is past the last message, and the rebuild must still end (READY)."""
+    cfg = unique_group(kafka_cfg)
+    events = random_day(200, 31)
+    p = Producer(client_conf(cfg, **{"transactional.id": f"t-oms-{uuid.uuid4().hex[:8]}"}))
+    p.init_transactions(15)
+    p.begin_transaction()
+    for e in events:
+        p.produce(cfg.topics.order_events, json.dumps(e).encode(), key=e["order_id"].encode(),
+                  timestamp=NOW_MS)
+    p.commit_transaction(15)
+    with running(cfg) as (app, loop, book):
+        assert book.ready
+        assert val(app, "oms_order_events_total") == len(events)
+        assert book_only(snapshot(app)) == expected_samples(reference(events))

@@ -188,7 +188,10 @@ class OmsConsumeLoop(ConsumeLoop):
         self.assign_timeout_s = assign_timeout_s
         # librdkafka prefetches up to 64 MB by default; a rebuild reads as fast as it can, so
         # that queue would be full all the time: 16 MB keeps the fetcher ahead at 1/4 the RSS
-        kw["extra_conf"] = {"queued.max.messages.kbytes": 16384, **(kw.get("extra_conf") or {})}
+        # partition EOF events end a rebuild even when the high watermark is past the last
+        # message (transaction markers occupy offsets the consumer never sees)
+        kw["extra_conf"] = {"queued.max.messages.kbytes": 16384, "enable.partition.eof": True,
+                            **(kw.get("extra_conf") or {})}
         super().__init__(cfg, group_id=cfg.oms_lifecycle.group_id, topics={self.topic: KIND},
                          handler=_unused_handler, on_assign=self._on_assign,
                          on_revoke=self._on_revoke, on_tick=self._on_tick,
@@ -301,18 +304,28 @@ class OmsConsumeLoop(ConsumeLoop):
         decode = self._decoder.decode
         topic = self.topic
         errors = []
+        n = 0
         touched: dict[int, PartitionBook] = {}
         with book.lock:
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pb = parts.get(msg.partition())
+                        if pb is not None and pb.owned and not pb.live:
+                            # REBUILDING -> LIVE: reached the end of the partition
+                            pb.live = True
+                            log.info("%s[%d]: rebuilt (%d events today; end of partition), "
+                                     "now live", topic, pb.partition, pb.events)
+                    else:
                         self._error_cb(err)
                     continue
+                n += 1
                 p = msg.partition()
                 pb = parts.get(p)
                 if pb is None or not pb.owned:
                     continue  # a late message of a partition no longer ours
+                touched[p] = pb
                 offset = msg.offset()
                 ts_ms = msg.timestamp()[1]
                 if pb.skip_before_ms:
@@ -336,7 +349,6 @@ class OmsConsumeLoop(ConsumeLoop):
                     # REBUILDING -> LIVE
                     pb.live = True
                     log.info("%s[%d]: rebuilt (%d events today), now live", topic, p, pb.events)
-                touched[p] = pb
         positions = self._positions
         for p, pb in touched.items():
             positions[(topic, p)] = pb.next_offset
@@ -350,8 +362,9 @@ class OmsConsumeLoop(ConsumeLoop):
             self._decode_errors.labels(topic=topic).inc()
             log.warning("skipped malformed message %s[%d]@%d: %s", topic, msg.partition(),
                         msg.offset(), reason)
-        self.processed += len(msgs)
-        self._since_commit += len(msgs)
+        # records only (partition EOF events are not messages)
+        self.processed += n
+        self._since_commit += n
 
 
 def _load_malloc_trim() -> Callable[[], None]:
@@ -400,8 +413,9 @@ def build(cfg: Config, *, listen: str | None = None, clock: Callable[[], float] 
 
 def _orders_route(book: OrderBook, stuck: bool) -> tuple[int, str, bytes]:
     now = book.clock()
-    body = {"generated_at": now, "ready": book.ready, "stuck_only": stuck,
-            "orders": book.orders_json(stuck_only=stuck, now=now)}
+    with book.lock:
+        body = {"generated_at": now, "ready": book.ready, "stuck_only": stuck,
+                "orders": book.orders_json(stuck_only=stuck, now=now)}
     return 200, "application/json", json.dumps(body).encode() + b"\n"
 
 
