@@ -211,3 +211,31 @@ def test_waits_are_bounded_and_say_what_they_waited_for(tmp_path):
     assert out.returncode == 1
     assert "dies exited before 127.0.0.1:1 opened" in out.stderr
     assert "boom-from-dies" in out.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wait_http_checks_the_port_is_held_by_the_named_service(tmp_path):
+    state = tmp_path / "state"
+    port = free_port()
+    server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+              "--directory", str(tmp_path)]
+    ok = sh(state, f"start_bg web {' '.join(server)}; wait_http http://127.0.0.1:{port}/ 20 web")
+    try:
+        assert ok.returncode == 0, ok.stderr
+        # a second copy exits on "address in use" while the first one answers the URL:
+        # that must fail and name the pid that holds the port, not pass as ready
+        dup = sh(state, f"start_bg web2 {' '.join(server)}; sleep 1; "
+                        f"wait_http http://127.0.0.1:{port}/ 5 web2")
+        assert dup.returncode == 1
+        web_pid = (state / "run/web.pid").read_text().strip()
+        assert f"held by pid {web_pid}" in dup.stderr, dup.stderr
+        assert "not by web2" in dup.stderr
+    finally:
+        sh(state, "stop_bg web 5; stop_bg web2 5")

@@ -113,6 +113,7 @@ wait_port() {
     fi
     sleep 0.2
   done
+  [[ -z "$name" ]] || owned_by "$name" "$port"
 }
 
 # wait_port_free HOST PORT TIMEOUT: until nothing listens on HOST:PORT.
@@ -149,6 +150,21 @@ stack_lock() {
   flock -w "${1:-300}" 9 || die "another scripts/stack.sh held $RUN_DIR/stack.lock for ${1:-300}s"
 }
 
+# owned_by NAME PORT: the process listening on PORT is NAME's (its pid, or in its session:
+# start_bg makes NAME's pid a session leader). Fails with a clear message otherwise, e.g.
+# when another copy of the server already held the port and ours exited on "address in use".
+owned_by() {
+  local name="$1" port="$2" pid owner sid
+  pid="$(pid_of "$name")"
+  owner="$(port_owner "$port")"
+  [[ -n "$owner" && -n "$pid" ]] || return 0   # unknown: ss could not tell, nothing to check
+  [[ "$owner" == "$pid" ]] && return 0
+  sid="$(ps -o sid= -p "$owner" 2>/dev/null | tr -d ' ')"
+  [[ "$sid" == "$pid" ]] && return 0
+  log_tail "$name" 10
+  die "$name: port $port answers, but it is held by pid $owner ($(tr '\0' ' ' <"/proc/$owner/cmdline" 2>/dev/null | cut -c1-80)), not by $name (pid $pid)"
+}
+
 # wait_http URL TIMEOUT [NAME]: until URL answers 2xx.
 wait_http() {
   local url="$1" timeout="$2" name="${3:-}" deadline=$((SECONDS + $2))
@@ -162,6 +178,10 @@ wait_http() {
     fi
     sleep 0.3
   done
+  if [[ -n "$name" ]]; then
+    local hostport="${url#*://}"; hostport="${hostport%%/*}"
+    owned_by "$name" "${hostport##*:}"
+  fi
 }
 
 # random_secret FILE: create FILE (0600) with a random token unless it exists.
