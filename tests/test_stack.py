@@ -239,3 +239,25 @@ def test_wait_http_checks_the_port_is_held_by_the_named_service(tmp_path):
         assert "not by web2" in dup.stderr
     finally:
         sh(state, "stop_bg web 5; stop_bg web2 5")
+
+
+def test_adopt_records_our_running_server_and_refuses_a_stranger(tmp_path):
+    state = tmp_path / "state"
+    port = free_port()
+    marker = tmp_path / "served-dir"
+    marker.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(marker)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert sh(state, f"wait_port 127.0.0.1 {port} 20").returncode == 0
+        stranger = sh(state, f"adopt web {port} /no/such/pattern")
+        assert stranger.returncode == 1
+        assert not (state / "run/web.pid").exists()
+        ours = sh(state, f"adopt web {port} {marker}")
+        assert ours.returncode == 0, ours.stderr
+        assert int((state / "run/web.pid").read_text()) == proc.pid
+        assert f"adopted running pid {proc.pid}" in ours.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
