@@ -7,8 +7,8 @@
 #                                         (without --core) run scripts/up.d/[0-9][0-9]-*.sh
 #   scripts/stack.sh down                 stop everything started (every .state/run/*.pid)
 #   scripts/stack.sh status               one line per service: running/stopped
-#   scripts/stack.sh start|stop|restart SERVICE   kafka, postgres, prometheus, pushgateway
-#                                         (or any up.d service for stop)
+#   scripts/stack.sh start|stop|restart SERVICE   kafka, postgres, prometheus, pushgateway,
+#                                         or NAME of an up.d service (scripts/up.d/NN-NAME.sh)
 #
 # Ports: Kafka 19092 (controller 19093), PostgreSQL 15432, Prometheus 19090, Pushgateway 19091.
 # How it is assembled and what was measured: docs/stack.md.
@@ -271,7 +271,11 @@ start_service() {
     postgres) start_postgres ;;
     prometheus) start_prometheus ;;
     pushgateway) start_pushgateway ;;
-    *) die "unknown service '$1' (core services: ${CORE_SERVICES[*]}; up.d services start with 'up')" ;;
+    *) local s
+       for s in "$REPO"/scripts/up.d/[0-9][0-9]-"$1".sh; do
+         [[ -e "$s" ]] && { bash "$s" || die "up.d/$(basename "$s") failed (logs in $LOG_DIR)"; return 0; }
+       done
+       die "unknown service '$1' (core: ${CORE_SERVICES[*]}; others: a scripts/up.d/NN-$1.sh)" ;;
   esac
 }
 
