@@ -59,19 +59,22 @@ class RingMoments:
     Row r keeps the last ``window[r]`` values in a ring buffer. ``mu``, ``mv`` are the
     window means, ``cuu``, ``cuv`` the centred sums of squares/products (M2), ``n`` the
     number of values held (<= window). The k = 1 or 2 series are stacked on a leading axis
-    (``m[k]``, ``c[k]``, ``b[k]``) so that one numpy operation updates both: the cost of a
-    call is the number of operations, not the number of rows.
+    (``m[k]``, ``c[k]``; the ring buffers flat in ``buf``) so that one numpy operation
+    updates both: the cost of a call is the number of operations, not of rows.
     """
 
     def __init__(self, window: np.ndarray, paired: bool):
         self.window = np.asarray(window, dtype=np.int64)
         rows, wmax = len(self.window), int(self.window.max()) if len(self.window) else 1
         self.paired = paired
-        k = 2 if paired else 1
-        self.b = np.zeros((k, rows, wmax))
+        self.k = k = 2 if paired else 1
+        self.rows, self.wmax = rows, wmax
+        # value j of row r, slot h at buf[j * rows * wmax + r * wmax + h]
+        self.buf = np.zeros(k * rows * wmax)
+        self.series_off = (np.arange(k) * rows * wmax)[:, None]
+        self.row_base = np.arange(rows, dtype=np.int64) * wmax
         self.n = np.zeros(rows, dtype=np.int64)
         self.head = np.zeros(rows, dtype=np.int64)  # next slot to write
-        self.since = np.zeros(rows, dtype=np.int64)  # slides since the last exact recompute
         self.acc = np.zeros(rows)  # sum of |M2 terms| added since then (error scale)
         self.m = np.zeros((k, rows))  # shifted means of u (and v)
         self.c = np.zeros((k, rows))  # M2 of u (and the co-moment of u, v)
@@ -86,18 +89,23 @@ class RingMoments:
     ru = property(lambda self: self.r[0])
     rv = property(lambda self: self.r[1])
 
+    @property
+    def b(self) -> np.ndarray:
+        """The ring buffers as (k, rows, wmax)."""
+        return self.buf.reshape(self.k, self.rows, self.wmax)
+
     def full(self, idx) -> np.ndarray:
         return self.n[idx] == self.window[idx]
 
-    def push(self, idx, rows: np.ndarray, u: np.ndarray, v: np.ndarray | None = None) -> None:
-        """Append u[i] (and v[i]) to row rows[i]; rows must not repeat within one call.
+    def push(self, idx, rows: np.ndarray, U: np.ndarray) -> None:
+        """Append U[:, i] (u, or u and v, shape (k, n)) to row rows[i]; rows must not repeat
+        within one call.
 
         ``idx`` selects the same rows for 1-d state: ``slice(None)`` when ``rows`` is every
         row in order (views instead of gathers: the fast path), else ``rows`` itself.
         Values are stored shifted by the row's first value (``ru``, ``rv``) so that window
         values sit near 0 and means/deviations keep their digits; ``mu``/``mv`` are the
         shifted means (add ``ru``/``rv`` for the real ones)."""
-        U = np.stack((u, v)) if self.paired else u[None, :]
         n = self.n[idx]
         new = n == 0
         if new.any():
@@ -115,10 +123,14 @@ class RingMoments:
             r = rows[nf]
             self._add(r, r, U[:, nf])
 
+    def _slots(self, idx, h):
+        # flat buffer positions of each row's slot h, for every series: shape (k, n)
+        return self.row_base[idx] + h + self.series_off
+
     def _add(self, idx, rows, U) -> None:
         # Welford add: the window is still filling
         h = self.head[idx].copy()
-        self.b[:, rows, h] = U
+        self.buf[self._slots(idx, h)] = U
         n = self.n[idx] + 1
         m = self.m[:, idx]
         du = U[0] - m[0]
@@ -127,14 +139,16 @@ class RingMoments:
         self.m[:, idx] = m2
         self.n[idx] = n
         h += 1
-        self.head[idx] = np.where(h == self.window[idx], 0, h)
+        h[h == self.window[idx]] = 0
+        self.head[idx] = h
 
     def _slide(self, idx, rows, U) -> None:
         # fixed-size window: remove the oldest value and add the new one in one step
         h = self.head[idx].copy()
         w = self.window[idx]
-        old = self.b[:, rows, h]
-        self.b[:, rows, h] = U
+        slots = self._slots(idx, h)
+        old = self.buf.take(slots)
+        self.buf[slots] = U
         m = self.m[:, idx].copy()
         m2 = m + (U - old) / w
         t_new = (U[0] - m[0]) * (U - m2)
@@ -143,19 +157,19 @@ class RingMoments:
         self.c[:, idx] = c
         self.m[:, idx] = m2
         h += 1
-        h[h == w] = 0
+        wrap = h == w
+        h[wrap] = 0
         self.head[idx] = h
-        since = self.since[idx] + 1
-        self.since[idx] = since
-        # recompute every W slides, and at once where the updates cancelled badly: the
-        # error since the last recompute is ~ eps * (sum of |terms| added), so recompute
-        # when M2 falls below 1e-6 of that sum (relative error then stays below ~1e-10)
+        # recompute every W slides (when the ring wraps), and at once where the updates
+        # cancelled badly: the error since the last recompute is ~ eps * (sum of |terms|
+        # added), so recompute when M2 falls below 1e-6 of that sum (relative error then
+        # stays below ~1e-10)
         t = np.abs(t_new[0])
         t += np.abs(t_old[0])
         acc = self.acc[idx] + t
         self.acc[idx] = acc
         acc *= CANCEL_GUARD
-        due = (since >= w) | (c[0] < acc)
+        due = wrap | (c[0] < acc)
         if due.any():
             self._recompute(rows[due])
 
@@ -169,7 +183,6 @@ class RingMoments:
         d = np.where(valid, b - m[..., None], 0.0)
         self.m[:, rows] = m
         self.c[:, rows] = (d[0][None] * d).sum(axis=2)
-        self.since[rows] = 0
         self.acc[rows] = self.c[0, rows]
 
 
@@ -209,6 +222,8 @@ class PairsEngine:
         self.is_ols = self.hedge == 1
         self.is_kalman = self.hedge == 2
         self.has_ols = bool(self.is_ols.any())
+        self.hedge_min_m2 = MIN_HEDGE_STD**2 * (windows - 1)
+        self.inv_wm1 = 1.0 / (windows - 1)
         self.has_kalman = bool(self.is_kalman.any())
         self.hedge_ring = RingMoments(windows, paired=True)  # u = x = ln b, v = y = ln a
         self.spread_ring = RingMoments(windows, paired=False)
@@ -238,16 +253,16 @@ class PairsEngine:
             sel, rows = slice(None), self._all
         else:
             sel = rows = np.asarray(idx, dtype=np.int64)
-        y = np.log(np.asarray(a_close, dtype=float))
-        x = np.log(np.asarray(b_close, dtype=float))
+        xy = np.log(np.stack((np.asarray(b_close, dtype=float), np.asarray(a_close, dtype=float))))
+        x, y = xy[0], xy[1]
         self.updates[sel] += 1
 
         # hedge ratio: rolling OLS ------------------------------------------------
         hr = self.hedge_ring
         if self.has_ols:
-            hr.push(sel, rows, x, y)
+            hr.push(sel, rows, xy)
             cuu = hr.cuu[sel]
-            ok = self.is_ols[sel] & hr.full(sel) & (cuu > MIN_HEDGE_STD**2 * (hr.window[sel] - 1))
+            ok = self.is_ols[sel] & hr.full(sel) & (cuu > self.hedge_min_m2[sel])
         if self.has_ols and ok.any():
             with np.errstate(divide="ignore", invalid="ignore"):
                 b = hr.cuv[sel] / cuu
@@ -274,9 +289,9 @@ class PairsEngine:
         prev = self.spread[sel].copy()
         self.spread[sel] = s
         sr = self.spread_ring
-        sr.push(sel, rows, s)
+        sr.push(sel, rows, s[None, :])
         full = sr.full(sel)
-        var = sr.cuu[sel] / (sr.window[sel] - 1)
+        var = sr.cuu[sel] * self.inv_wm1[sel]
         ok = full & (var > MIN_VAR)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = ((s - sr.ru[sel]) - sr.mu[sel]) / np.sqrt(var)
@@ -290,7 +305,7 @@ class PairsEngine:
         if not len(rows):
             return
         ar = self.ar_ring
-        ar.push(sel, rows, prev, s)
+        ar.push(sel, rows, np.stack((prev, s)))
         cuu = ar.cuu[sel]
         ok = ar.full(sel) & (cuu > MIN_VAR * ar.window[sel])
         with np.errstate(divide="ignore", invalid="ignore"):
