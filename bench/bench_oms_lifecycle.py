@@ -33,7 +33,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tradeops import config as config_mod
@@ -205,8 +205,12 @@ def main() -> None:
     cfg = replace(base, topics=replace(base.topics, order_events=topic,
                                        partitions=args.partitions))
     admin = AdminClient(client_conf(cfg))
-    admin.create_topics([NewTopic(topic, num_partitions=args.partitions,
-                                  replication_factor=1)])[topic].result(15)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=args.partitions,
+                                      replication_factor=1)])[topic].result(30)
+    except KafkaException as e:
+        raise SystemExit(f"bench: Kafka at {cfg.kafka.bootstrap_servers}: cannot create "
+                         f"{topic}: {e.args[0].str()} (is `make up-core` running?)") from None
     try:
         t = time.perf_counter()
         msgs = simulated_day(args.events)
