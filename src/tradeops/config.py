@@ -258,6 +258,8 @@ class SupervisorConfig(_S):
 
 class DoctorConfig(_S):
     check_timeout_s: float = 3.0
+    # check family -> its own timeout in seconds (e.g. { kafka = 2.0 }); others use check_timeout_s
+    timeouts: dict[str, float] = {}
     units: list[str] = []
     supervisord_url: str = ""
     prometheus_url: str = "http://127.0.0.1:9090"
@@ -268,6 +270,19 @@ class DoctorConfig(_S):
     postgres_data_dir: str = ""
     disk_warn_ratio: float = 0.85
     disk_crit_ratio: float = 0.95
+    # consumer groups whose lag is checked (empty: [gateway_oms].lag_groups)
+    lag_groups: list[str] = []
+    # lag of a group in seconds (age of its oldest unconsumed record) -> WARN / CRIT
+    lag_warn_s: float = 60.0
+    lag_crit_s: float = 300.0
+    # consumer group or program -> systemd unit that runs it (named in the advice)
+    group_units: dict[str, str] = {}
+    # during the session, the latest bars_1m row older than this is WARN (3x: CRIT)
+    bars_stale_s: float = 180.0
+    # the recon of a trading day is expected this long after its session close
+    recon_grace_s: float = 3600.0
+    # folder of local service logs NAME.log (the TUI's log pane; dev stack: .state/log)
+    log_dir: str = ""
 
 
 class SimConfig(_S):
@@ -533,6 +548,29 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         _check_program(prog, f"[supervisor].programs[{i}]", fail)
     if cfg.supervisor.poll_interval_s <= 0 or cfg.supervisor.poll_interval_s > 5:
         fail("[supervisor].poll_interval_s", "expected a number in (0, 5]", cfg.supervisor.poll_interval_s)
+    d = cfg.doctor
+    for key in ("check_timeout_s", "lag_warn_s", "lag_crit_s", "bars_stale_s"):
+        if getattr(d, key) <= 0:
+            fail(f"[doctor].{key}", "expected a number > 0", getattr(d, key))
+    for fam, t in d.timeouts.items():
+        if t <= 0:
+            fail(f"[doctor].timeouts.{fam}", "expected a number > 0", t)
+    if d.lag_crit_s < d.lag_warn_s:
+        fail("[doctor].lag_crit_s", "expected a number >= lag_warn_s", d.lag_crit_s)
+    if not 0 < d.disk_warn_ratio <= d.disk_crit_ratio <= 1:
+        fail("[doctor].disk_crit_ratio", "expected 0 < disk_warn_ratio <= disk_crit_ratio <= 1",
+             d.disk_crit_ratio)
+    if d.recon_grace_s < 0:
+        fail("[doctor].recon_grace_s", "expected a number >= 0", d.recon_grace_s)
+    for name, url in d.exporters.items():
+        if not url.startswith(("http://", "https://")):
+            fail(f"[doctor].exporters.{name}", "expected an http(s):// URL", url)
+    for key in ("prometheus_url", "pushgateway_url"):
+        url = getattr(d, key)
+        if url and not url.startswith(("http://", "https://")):
+            fail(f"[doctor].{key}", "expected an http(s):// URL", url)
+    if d.supervisord_url and not d.supervisord_url.startswith(("http://", "https://", "unix://")):
+        fail("[doctor].supervisord_url", "expected an http(s):// or unix:// URL", d.supervisord_url)
     if cfg.supervisor.probe_interval_s <= 0:
         fail("[supervisor].probe_interval_s", "expected a number > 0", cfg.supervisor.probe_interval_s)
 
