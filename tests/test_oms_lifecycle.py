@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tradeops.cli import cli
 from tradeops.contracts import decode
 from tradeops.exporters.oms_book import ALLOWED_PAIRS, BookConfig, OrderBook, Totals
-from tradeops.exporters.oms_lifecycle import build, build_families
+from tradeops.exporters.oms_lifecycle import OmsConsumeLoop, build, build_families
 from tradeops.kafka_admin import client_conf
 
 pytestmark = pytest.mark.integration
@@ -69,8 +69,10 @@ def wait_for(cond, timeout=30.0, what="condition"):
 
 
 @contextmanager
-def running(cfg, **kw):
+def running(cfg, loop_cls=None, **kw):
     app, loop, book = build(cfg, listen="127.0.0.1:0", clock=lambda: NOW, env={}, **kw)
+    if loop_cls is not None:
+        loop = loop_cls(cfg, book, **kw)
     t = threading.Thread(target=app.serve, args=(loop,), kwargs={"signals": False}, daemon=True)
     t.start()
     try:
@@ -349,3 +351,37 @@ def test_rebuild_ends_at_transaction_markers(kafka_cfg):
         assert book.ready
         assert val(app, "oms_order_events_total") == len(events)
         assert book_only(snapshot(app)) == expected_samples(reference(events))
+
+
+class _FallbackLoop(OmsConsumeLoop):
+    """The exporter's loop taking its no-offsets_for_times path (as when that request fails)."""
+
+    def _rebuild_starts(self, consumer, parts):
+        return self._fallback_starts(parts, self.book.today()[0])
+
+
+def test_only_todays_records_are_rebuilt_by_both_paths(kafka_cfg):
+    cfg = unique_group(kafka_cfg)
+    yesterday, today = random_day(60, 41), random_day(80, 42)
+    late = order("late-1", 1, "SUBMITTED", 1.0)
+    p = Producer(client_conf(cfg))
+    for e in yesterday:
+        p.produce(cfg.topics.order_events, json.dumps(e).encode(), key=e["order_id"].encode(),
+                  timestamp=NOW_MS - 86_400_000)
+    for e in today:
+        p.produce(cfg.topics.order_events, json.dumps(e).encode(), key=e["order_id"].encode(),
+                  timestamp=NOW_MS)
+    # stamped yesterday but written after today's records of its partition (same key as
+    # one of them): both paths must count it, as offsets_for_times starts before it
+    p.produce(cfg.topics.order_events, json.dumps(late).encode(),
+              key=today[-1]["order_id"].encode(), timestamp=NOW_MS - 86_400_000)
+    assert p.flush(15) == 0
+    want = expected_samples(reference(today + [late]))
+    with running(cfg) as (app, loop, book):
+        assert book.ready
+        assert book_only(snapshot(app)) == want
+    cfg2 = unique_group(cfg)
+    with running(cfg2, loop_cls=_FallbackLoop) as (app2, loop2, book2):
+        assert book2.ready
+        assert book_only(snapshot(app2)) == want
+        assert loop2.processed == len(yesterday) + len(today) + 1  # it did read from the start

@@ -255,14 +255,17 @@ class OmsConsumeLoop(ConsumeLoop):
                 start = high if tp.offset < 0 else tp.offset
                 out[tp.partition] = (start, high, 0)
         except KafkaException as e:
-            # exact fallback: read from the beginning and skip records until the first one
-            # stamped today, which is what offsets_for_times would have returned
             log.warning("%s: offsets for today unavailable (%s); rebuilding from the beginning "
                         "of %s", self.topic, e.args[0].str(), parts)
-            for p in parts:
-                if p not in out:
-                    out[p] = (-2, 0, day_start)  # -2: OFFSET_BEGINNING; LIVE at once
+            out.update(self._fallback_starts([p for p in parts if p not in out], day_start))
         return out
+
+    @staticmethod
+    def _fallback_starts(parts: list[int], day_start: int) -> dict[int, tuple[int, int, int]]:
+        """Exact fallback: read from the beginning and skip records until the first one
+        stamped today, which is where offsets_for_times would have started. The end is
+        unknown: REBUILDING until partition EOF."""
+        return {p: (-2, 1 << 62, day_start) for p in parts}  # -2: OFFSET_BEGINNING
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         with self.book.lock:
