@@ -385,3 +385,37 @@ def test_only_todays_records_are_rebuilt_by_both_paths(kafka_cfg):
         assert book2.ready
         assert book_only(snapshot(app2)) == want
         assert loop2.processed == len(yesterday) + len(today) + 1  # it did read from the start
+
+
+def test_every_allowed_and_invalid_transition_through_kafka(kafka_cfg):
+    """Each allowed (from, to) pair and each invalid one on its own order, via the broker:
+    exact counts for every series of both transition families."""
+    from collections import Counter
+
+    from test_oms_book import path_to
+    from tradeops.exporters.oms_book import INVALID_PAIRS, STATUS_NAMES
+
+    cfg = unique_group(kafka_cfg)
+    events, want_ok, want_bad = [], Counter(), Counter()
+    for kind, pairs in (("ok", ALLOWED_PAIRS), ("bad", INVALID_PAIRS)):
+        for n, (f, t) in enumerate(pairs):
+            frm, to = STATUS_NAMES[f], STATUS_NAMES[t]
+            prefix = path_to(frm)
+            prev = "NEW"
+            for seq, st in enumerate([*prefix, to], 1):
+                events.append(order(f"{kind}{n}", seq, st, seq * 0.1))
+                if seq <= len(prefix) or kind == "ok":
+                    want_ok[(prev, st)] += 1
+                    prev = st
+            if kind == "bad":
+                want_bad[(frm, to)] += 1
+    produce(cfg, events)
+    with running(cfg) as (app, loop, book):
+        assert val(app, "oms_order_events_total") == len(events)
+        for fam in app.registry.collect():
+            if fam.name in ("oms_order_transitions", "oms_order_invalid_transitions"):
+                want = want_ok if fam.name == "oms_order_transitions" else want_bad
+                got = {(s.labels["from_status"], s.labels["to_status"]): s.value
+                       for s in fam.samples}
+                assert {k: v for k, v in got.items() if v} == want
+                assert len(got) == (len(ALLOWED_PAIRS) if want is want_ok else len(INVALID_PAIRS))
