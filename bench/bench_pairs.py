@@ -12,7 +12,8 @@ Measured in the same run, pinned to one CPU when possible:
 4. with --kafka (needs the local stack, `make up-core`): the real exporter loop
    (PairsConsumeLoop: consume, contract decode, on_bar, flush) over a throw-away
    6-partition topic holding every bar of --kafka-minutes minutes for all legs (warm-up
-   from a throw-away, empty database), from READY to the last pair update -> bars/s.
+   from a throw-away, empty database), from READY to the last pair update -> bars/s;
+   anchor: a bare confluent-kafka consumer + the contract's decoder over the same topic.
 
 Targets (issue 4): >= 200,000 bar updates/s; per-update cost within 3x of the Welford
 loop. 1.-3. are timed in CPU time of the running thread (time.thread_time), so that other
@@ -175,6 +176,26 @@ def through_kafka(cfgs: list[PairConfig], a, b, minutes: int) -> None:
                             p.poll(0.05)
                     n += 1
         p.flush(60)
+        # anchor: bare consume + the contract's decoder over the same topic
+        from confluent_kafka import Consumer, TopicPartition
+
+        from tradeops import contracts
+
+        dec = contracts.decoder("bars_1m").decode
+        c = Consumer(client_conf(cfg, **{"group.id": f"bench-anchor-{suffix}",
+                                         "enable.auto.commit": False}))
+        c.assign([TopicPartition(topic, part, 0) for part in range(6)])
+        got = 0
+        start = time.perf_counter()
+        while got < n:
+            for m in c.consume(1000, 1.0):
+                if m.error() is None:
+                    dec(m.value())
+                    got += 1
+        anchor = time.perf_counter() - start
+        c.close()
+        print(f"kafka   anchor: bare consume + decode of {n:,} bars: {anchor:.2f} s = "
+              f"{n / anchor:,.0f} bars/s")
         app, loop, state = build(cfg, env={})
         th = threading.Thread(target=app.serve, args=(loop,), kwargs={"signals": False},
                               daemon=True)
@@ -188,7 +209,8 @@ def through_kafka(cfgs: list[PairConfig], a, b, minutes: int) -> None:
         app.stop_event.set()
         th.join(30)
         print(f"kafka   exporter loop, {n:,} bars on 6 partitions: {secs:.2f} s = "
-              f"{n / secs:,.0f} bar updates/s (consume + decode + align + engine)")
+              f"{n / secs:,.0f} bar updates/s (consume + decode + align + engine), "
+              f"{secs / anchor:.2f}x the anchor's time")
     finally:
         for f in admin.delete_topics([topic]).values():
             f.result(15)
