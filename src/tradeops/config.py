@@ -562,9 +562,9 @@ def _semantic_checks(cfg: Config, name: str) -> None:
              d.disk_crit_ratio)
     if d.recon_grace_s < 0:
         fail("[doctor].recon_grace_s", "expected a number >= 0", d.recon_grace_s)
-    for name, url in d.exporters.items():
+    for exp, url in d.exporters.items():
         if not url.startswith(("http://", "https://")):
-            fail(f"[doctor].exporters.{name}", "expected an http(s):// URL", url)
+            fail(f"[doctor].exporters.{exp}", "expected an http(s):// URL", url)
     for key in ("prometheus_url", "pushgateway_url"):
         url = getattr(d, key)
         if url and not url.startswith(("http://", "https://")):
