@@ -14,6 +14,7 @@ PKGS=(
   prometheus-pushgateway
   default-jre-headless       # Kafka broker (Java 17)
   maven                      # fetches the broker jars from Maven Central
+  python3-venv               # fallback interpreter for .venv when python3.11 is not on PATH
   curl iproute2 procps util-linux   # wait_http, ss, pgrep, setsid/setpriv
 )
 

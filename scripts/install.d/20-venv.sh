@@ -7,10 +7,18 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 . "$REPO/scripts/lib/common.sh"
 
-PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-[[ -n "$PYTHON" ]] || die "venv: no python3.11 on PATH"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-  || die "venv: $PYTHON is older than Python 3.11"
+# the first interpreter that runs, is >= 3.11 and has venv: $PYTHON, python3.11 on PATH
+# (pyenv's shim here), python3, then Debian's own (python3-venv is in 10-apt.sh)
+PY_FOUND=""
+for cand in "${PYTHON:-}" "$(command -v python3.11 || true)" "$(command -v python3 || true)" \
+    /usr/bin/python3.11 /usr/bin/python3; do
+  [[ -n "$cand" && -x "$cand" ]] || continue
+  if "$cand" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY_FOUND="$cand"; break
+  fi
+done
+[[ -n "$PY_FOUND" ]] || die "venv: no Python >= 3.11 with the venv module (PATH: $PATH)"
+PYTHON="$PY_FOUND"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "venv: creating $VENV with $PYTHON"
