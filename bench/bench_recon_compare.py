@@ -168,5 +168,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except psycopg.OperationalError as e:
+    except (psycopg.OperationalError, db.DatabaseError) as e:
         sys.exit(f"bench_recon_compare: PostgreSQL not reachable ({e}): run `make up`")
