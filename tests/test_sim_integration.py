@@ -319,3 +319,23 @@ def test_live_mode_survives_kafka_and_postgres_away(pg_cfg):
         if fwd is not None:
             fwd.sock.close()
     assert not th.is_alive()
+
+
+def test_fast_mode_command_prints_its_ground_truth_as_json(stack_cfg, tmp_path):
+    import subprocess
+    import sys
+
+    import reconlib
+
+    path = reconlib.write_config(stack_cfg, tmp_path / "tradeops.toml")
+    r = subprocess.run([sys.executable, "-m", "tradeops.cli", "--config", path, "sim", "run",
+                        "--mode", "fast", "--date", "2026-12-04", "--symbols", "5", "--seed", "3",
+                        "--no-groups"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["date"] == "2026-12-04" and summary["symbols"] == 5
+    with db.connect(stack_cfg) as conn:
+        n = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE ts::date = %s").format(
+            sql.Identifier(stack_cfg.tables.bars_1m)), (date(2026, 12, 4),)).fetchone()[0]
+    assert n == summary["bars"]["postgres_rows"] == summary["bars"]["kafka"] > 5 * 370
+    assert summary["topics"][stack_cfg.topics.heartbeats] == sum(summary["heartbeats"].values())

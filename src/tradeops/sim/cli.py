@@ -46,6 +46,10 @@ def run_cmd(obj, mode: str, date_s: str | None, seed: int | None, symbols: int |
     seed = cfg.sim.seed if seed is None else seed
     n = cfg.sim.symbols if symbols is None else symbols
     if mode == "fast":
+        # stdout carries the JSON summary: log lines (librdkafka warnings...) go to stderr
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout:
+                h.setStream(sys.stderr)
         day = runner.parse_date(date_s) if date_s else runner.today_ist()
         if no_kafka and no_postgres:
             raise UserError("--no-kafka and --no-postgres: nothing left to write to")
