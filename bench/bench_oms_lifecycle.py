@@ -107,8 +107,8 @@ def produce(cfg, topic: str, msgs) -> float:
     return time.perf_counter() - t0
 
 
-def anchor(cfg, topic: str, partitions: int, n: int) -> float:
-    """Seconds for a bare consume + contract decode of the whole topic."""
+def anchor(cfg, topic: str, partitions: int, n: int) -> tuple[float, float]:
+    """(wall s, CPU s of the process) for a bare consume + contract decode of the topic."""
     # same librdkafka settings as the exporter's consumer, so the ratio measures our Python
     c = Consumer(client_conf(cfg, **{"group.id": f"bench-anchor-{uuid.uuid4().hex[:6]}",
                                      "enable.auto.commit": False,
@@ -116,15 +116,15 @@ def anchor(cfg, topic: str, partitions: int, n: int) -> float:
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     decode = contracts.decoder("order_events").decode
     got = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while got < n:
         for m in c.consume(num_messages=2000, timeout=1.0):
             if m.error() is None:
                 decode(m.value())
                 got += 1
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     c.close()
-    return dt
+    return dt, cpu
 
 
 class TimedLoop(OmsConsumeLoop):
@@ -132,29 +132,30 @@ class TimedLoop(OmsConsumeLoop):
 
     t_assign: float | None = None
     t_ready: float | None = None
+    c_assign = c_ready = 0.0
     events_at_ready = 0
 
     def _on_assign(self, consumer, partitions):
         if self.t_assign is None:
-            self.t_assign = time.perf_counter()
+            self.t_assign, self.c_assign = time.perf_counter(), time.process_time()
         super()._on_assign(consumer, partitions)
 
     def _handle(self, msgs):
         super()._handle(msgs)
         if self.t_ready is None and self.book.parts and self.book.ready:
-            self.t_ready = time.perf_counter()
+            self.t_ready, self.c_ready = time.perf_counter(), time.process_time()
             self.events_at_ready = sum(pb.events for pb in self.book.parts.values())
             self.app.stop_event.set()
 
 
-def hot_path(cfg) -> tuple[float, int]:
+def hot_path(cfg) -> tuple[float, float, int]:
     cfg = replace(cfg, oms_lifecycle=replace(cfg.oms_lifecycle,
                                              group_id=f"bench-oms-{uuid.uuid4().hex[:6]}"))
     app, _, book = build(cfg, listen="127.0.0.1:0", env={})
     loop = TimedLoop(cfg, book)
     app.serve(loop, signals=False)
     assert loop.t_ready is not None and loop.t_assign is not None
-    return loop.t_ready - loop.t_assign, loop.events_at_ready
+    return loop.t_ready - loop.t_assign, loop.c_ready - loop.c_assign, loop.events_at_ready
 
 
 def real_process(cfg_path: Path, cpu: int) -> tuple[float, int, int]:
@@ -219,12 +220,15 @@ def main() -> None:
         del msgs
         os.sched_setaffinity(0, {args.cpu})
         print(f"pinned to CPU {args.cpu}; {args.runs} runs each, interleaved, best of")
-        anchors, hots = [], []
+        anchors, hots, a_cpu, h_cpu = [], [], [], []
         for _ in range(args.runs):
-            anchors.append(anchor(cfg, topic, args.partitions, args.events))
-            dt, n = hot_path(cfg)
+            dt, cpu = anchor(cfg, topic, args.partitions, args.events)
+            anchors.append(dt)
+            a_cpu.append(cpu)
+            dt, cpu, n = hot_path(cfg)
             assert n == args.events, f"hot path applied {n} of {args.events} events"
             hots.append(dt)
+            h_cpu.append(cpu)
         a, h = min(anchors), min(hots)
         ra, rh = args.events / a, args.events / h
         print(f"anchor  bare consume+decode : {ra:12,.0f} events/s  ({a:.2f} s)")
@@ -232,6 +236,9 @@ def main() -> None:
         print(f"ratio hot/anchor            : {rh / ra:.2f}   (target >= 0.50; "
               f"{'OK' if rh / ra >= 0.5 else 'MISSED'})")
         print(f"hot path events/s >= 100k   : {'OK' if rh >= 100_000 else 'MISSED'}")
+        ca, ch = min(a_cpu) / args.events * 1e6, min(h_cpu) / args.events * 1e6
+        print(f"CPU per event (all threads) : anchor {ca:.2f} us, hot path {ch:.2f} us "
+              f"(ratio {ca / ch:.2f})")
         with tempfile.TemporaryDirectory() as d:
             cfg_path = Path(d) / "tradeops.toml"
             with socket.socket() as s:
