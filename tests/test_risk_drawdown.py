@@ -159,7 +159,7 @@ def test_restart_mid_day_continues_peaks_and_positions(stack_cfg):
         assert "nan" not in body.lower().replace("nan_", "")
 
 
-def test_unknown_symbol_is_counted_and_bucketed_as_unmapped(stack_cfg):
+def test_unknown_symbol_is_counted_and_bucketed_as_unmapped(stack_cfg, caplog):
     cfg = with_group(stack_cfg)
     msgs = positions(3, 50, NOW - dt.timedelta(minutes=5))
     for m in msgs:
@@ -171,6 +171,9 @@ def test_unknown_symbol_is_counted_and_bucketed_as_unmapped(stack_cfg):
         assert ("sector", "unmapped") in book.buckets
         assert app.registry.get_sample_value("risk_unmapped_symbols_total",
                                              {"bucket_type": "sector"}) == 1
+        lines = [r.getMessage() for r in caplog.records if "no sector mapping" in r.getMessage()]
+        assert len(lines) == 1 and "NSE:NEWCO" in lines[0]
+        assert f"{cfg.topics.positions}[" in lines[0] and "]@0" in lines[0]
         assert_same(book, reference(cfg, msgs), ordered_types=("strategy", "sector", "total",
                                                                 "underlying"))
 

@@ -206,9 +206,18 @@ class RiskConsumeLoop(ConsumeLoop):
         consumer.assign(assign)
 
     def _on_position(self, kind, p, msg) -> None:
+        book = self.book
         with self.lock:
-            self.book.apply(p.ts, p.strategy, p.symbol, p.quantity, p.average_price,
-                            p.last_price, p.realized_pnl, p.multiplier)
+            seen = len(book.unmapped_symbols)
+            book.apply(p.ts, p.strategy, p.symbol, p.quantity, p.average_price,
+                       p.last_price, p.realized_pnl, p.multiplier)
+            fresh = len(book.unmapped_symbols) > seen
+        if fresh and msg is not None:
+            # once per symbol and bucket type: it is counted and kept in 'unmapped'
+            types = sorted(bt for bt, sym in book.unmapped_symbols if sym == p.symbol)
+            log.warning("symbol %s has no %s mapping in [risk]: counted in bucket 'unmapped' "
+                        "(first seen at %s[%d]@%d)", p.symbol, " or ".join(types), msg.topic(),
+                        msg.partition(), msg.offset())
 
     def _on_tick(self, now: float) -> None:
         if now >= self._next_flush:
