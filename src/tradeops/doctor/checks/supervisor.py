@@ -68,7 +68,8 @@ def run(ctx: CheckContext) -> list[Result]:
     stale = stale_reason(data, where)
     if stale:
         return [crit("supervisor", f"status from {where} is stale: {stale}",
-                     f"the supervisor is not running: start it, {START}")]
+                     f"the supervisor is not running, nothing watches the trading programs: "
+                     f"start it, {START}")]
     now = time.time()
     out = [judge(p, now) for p in data.get("programs", [])]
     deps = data.get("dependencies", {})
