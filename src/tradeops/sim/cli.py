@@ -66,7 +66,8 @@ def run_cmd(obj, mode: str, date_s: str | None, seed: int | None, symbols: int |
             listen_addr(listen)
         except ValueError:
             raise UserError(f"--listen: expected HOST:PORT, got {listen!r}") from None
-    live = runner.LiveRunner(cfg, seed, n, postgres=not no_postgres, listen=listen)
+    live = runner.LiveRunner(cfg, seed, n, postgres=not no_postgres, listen=listen,
+                             groups=not no_groups)
     truth = live.run()
     log.info("sim live: stopped; %s", json.dumps(truth["messages"]))
 

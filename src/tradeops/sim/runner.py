@@ -337,12 +337,15 @@ class LiveRunner:
     """Real-time pace from now until stopped; see the module docstring."""
 
     def __init__(self, cfg: Config, seed: int, n_symbols: int, *, postgres: bool = True,
-                 listen: str | None = None, group_suffix: str = ""):
+                 listen: str | None = None, group_suffix: str = "", groups: bool = True):
         self.cfg = cfg
         self.group_suffix = group_suffix
-        self.state = SimState(cfg.sim.strategies, list(GROUPS))
+        self.groups = groups
+        self.state = SimState(cfg.sim.strategies, list(GROUPS) if groups else [])
         self.stop_event = threading.Event()
         self.postgres = postgres
+        if not postgres:
+            del self.state.up["postgres"]  # not used: neither up nor down
         self.market_for = market_factory(cfg, seed, n_symbols)
         host, port = listen_addr(listen or cfg.sim.metrics_listen)
         try:
@@ -375,7 +378,7 @@ class LiveRunner:
             self.state.generator = gen
         sink = KafkaSink(self.cfg, self.state, strict=False)
         consumers = [GroupConsumer(self.cfg, g, k, self.state, self.group_suffix)
-                     for g, k in GROUPS.items()]
+                     for g, k in GROUPS.items()] if self.groups else []
         for c in consumers:
             c.start()
         log.info("sim live: metrics and controls on %s/metrics; %d symbols", self.url,
