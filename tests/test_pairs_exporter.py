@@ -151,7 +151,14 @@ def test_warmup_equals_live_and_restart_continues(stack_cfg):
         wait_for(caught_up(a, last1), 60, "A caught up")
         assert_same(a, reference(yesterday + today1))
 
-    # B: a restart mid-day; warm-up alone (everything is in bars_1m) gives the same state
+    with db.connect(cfg) as conn:
+        n_states = conn.execute("SELECT count(*) FROM pairs_kalman_state").fetchone()[0]
+    assert n_states == 140  # the Kalman pair's state after each of its 100 + 40 updates
+
+    # B: a restart mid-day; warm-up alone (everything is in bars_1m) gives the same state.
+    # B reads fewer bars for its Kalman pair (3 windows = 60 < 140 bars of history): only
+    # the persisted filter state makes it equal to A
+    cfg = replace(cfg, pairs_exporter=replace(cfg.pairs_exporter, kalman_warmup_windows=3))
     bad = [b"{oops", json.dumps({**today2[0], "close": -1.0, "low": -1.0}).encode(),
            json.dumps({**today2[0], "close": "NaN"}).encode()]
     with running(cfg) as (app, loop, b):

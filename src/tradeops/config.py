@@ -74,6 +74,7 @@ class TablesConfig(_S):
     risk_peaks: str = "risk_peaks"
     risk_positions: str = "risk_positions"
     risk_offsets: str = "risk_offsets"
+    pairs_kalman_state: str = "pairs_kalman_state"
     instruments: str = "broker_instruments"
     broker_fetches: str = "broker_fetches"
     recon_heal_actions: str = "recon_heal_actions"
@@ -175,6 +176,8 @@ class ReconConfig(_S):
     max_heal_rows: int = 5000
     sample_rows: int = 20
     top_symbols: int = 10
+    # concurrent comparison statements over disjoint symbol slices (days of >= 100 symbols)
+    compare_workers: int = 2
     # symbols reconciled by default; empty = every symbol in bars_1m or the broker cache that day
     symbols: list[str] = []
     pushgateway_url: str = "http://127.0.0.1:9091"  # empty = do not push metrics
@@ -500,6 +503,8 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         fail("[broker].workers", "expected an integer >= 1", cfg.broker.workers)
     if not 0 <= cfg.broker.rate_headroom < 0.5:
         fail("[broker].rate_headroom", "expected a number in [0, 0.5)", cfg.broker.rate_headroom)
+    if not 1 <= cfg.recon.compare_workers <= 16:
+        fail("[recon].compare_workers", "expected an integer 1-16", cfg.recon.compare_workers)
     if cfg.recon.max_heal_rows < 0:
         fail("[recon].max_heal_rows", "expected an integer >= 0", cfg.recon.max_heal_rows)
     for i, sym in enumerate(cfg.recon.symbols):

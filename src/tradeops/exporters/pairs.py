@@ -16,9 +16,12 @@ Consumes `marketdata.bars_1m` (closes) on the shared framework (:class:`.runtime
 - Warm-up: before consuming, the last bars of every pair are read from ``bars_1m`` in
   PostgreSQL (2W + 2 joint minutes for rolling OLS and static pairs, which is all their
   state depends on, so the z-score equals that of an exporter that saw every bar live;
-  ``kalman_warmup_windows`` x W for Kalman pairs, whose state has no window). Kafka is
-  then read from ``warmup_overlap_s`` before the warm-up query (bars already applied count
-  as duplicates).
+  ``kalman_warmup_windows`` x W for Kalman pairs, whose state has no window: their filter
+  state after every update is persisted in ``pairs_kalman_state``, and the warm-up starts
+  from the latest persisted state that leaves 2W + 2 bars to replay, so it too equals the
+  live one; without such a state the filter restarts from the bars read). Kafka is then
+  read from ``warmup_overlap_s`` before the warm-up query (bars already applied count as
+  duplicates).
 
 Metric families: docs/exporters.md, section pairs.
 """
@@ -49,6 +52,7 @@ log = logging.getLogger("tradeops.exporters.pairs")
 PREFIX = "pairs"
 KIND = "bars_1m"
 BAR_SECONDS = 60.0
+KALMAN_LOG_MAX = 100_000
 LEG_BUFFER = 512  # recent bars kept per leg (up to twice this) for alignment and duplicates
 
 
@@ -76,6 +80,10 @@ class PairsState:
         self.leg_last: dict[str, int] = {}
         self.pair_last = np.full(len(self.pairs), -1, dtype=np.int64)
         self.pending: dict[int, tuple[float, float]] = {}
+        self.kalman_rows = np.flatnonzero(self.engine.is_kalman)
+        # (pair, bar ts, updates, beta, alpha, p00, p01, p11) after each Kalman update,
+        # written to PostgreSQL by the loop (bounded while PostgreSQL is away)
+        self.kalman_log: list[tuple] = []
         self.duplicates = 0
         self.late = 0
         self.not_a_leg = 0
@@ -128,9 +136,32 @@ class PairsState:
                 a[idx] = ab[:, 0]
                 b[idx] = ab[:, 1]
                 self.engine.update(None, a, b)
+                self.log_kalman(self.kalman_rows)
             else:
                 self.engine.update(idx, ab[:, 0], ab[:, 1])
+                if len(self.kalman_rows):
+                    self.log_kalman(idx[self.engine.is_kalman[idx]])
         return n
+
+    def log_kalman(self, rows) -> None:
+        """Record the filter state of Kalman ``rows`` right after their update."""
+        if not len(rows):
+            return
+        e = self.engine
+        for i in rows.tolist():
+            self.kalman_log.append((self.names[i], int(self.pair_last[i]), int(e.updates[i]),
+                                    float(e.kb[i]), float(e.ka[i]), float(e.p00[i]),
+                                    float(e.p01[i]), float(e.p11[i])))
+        if len(self.kalman_log) > KALMAN_LOG_MAX:
+            del self.kalman_log[: len(self.kalman_log) - KALMAN_LOG_MAX]
+
+    def load_kalman(self, i: int, updates: int, beta: float, alpha: float, p00: float,
+                    p01: float, p11: float) -> None:
+        """Restore pair ``i``'s filter to a persisted state (its windows start empty)."""
+        e = self.engine
+        e.updates[i] = updates
+        e.kb[i], e.ka[i], e.beta[i], e.alpha[i] = beta, alpha, beta, alpha
+        e.p00[i], e.p01[i], e.p11[i] = p00, p01, p11
 
     def stale(self, i: int) -> tuple[bool, bool]:
         p = self.pairs[i]
@@ -154,17 +185,39 @@ def warm_up(cfg: Config, state: PairsState, conn: psycopg.Connection) -> int:
         "SELECT extract(epoch FROM a.ts)::bigint, a.close, b.close FROM {t} a JOIN {t} b "
         "ON b.symbol = %s AND b.ts = a.ts WHERE a.symbol = %s ORDER BY a.ts DESC LIMIT %s"
     ).format(t=t)
+    kstate = sql.SQL(
+        "SELECT extract(epoch FROM ts)::bigint, updates, beta, alpha, p00, p01, p11 FROM {k} "
+        "WHERE pair = %s AND ts <= to_timestamp(%s) AND ts >= to_timestamp(%s) "
+        "ORDER BY ts DESC LIMIT 1").format(k=db.table_identifiers(cfg)["pairs_kalman_state"])
     by_ts: dict[int, list[tuple[int, float, float]]] = defaultdict(list)
     for i, p in enumerate(state.pairs):
-        for ts, a, b in conn.execute(joint, (p.leg_b, p.leg_a, warmup_bars(cfg, p))):
-            if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b):
-                by_ts[ts].append((i, a, b))
+        rows = [r for r in conn.execute(joint, (p.leg_b, p.leg_a, warmup_bars(cfg, p)))
+                if r[1] > 0 and r[2] > 0 and math.isfinite(r[1]) and math.isfinite(r[2])]
+        rows.reverse()
+        need = 2 * p.window + 2
+        if p.hedge == "kalman" and len(rows) > need:
+            # the latest persisted filter state that leaves `need` bars to replay: from it
+            # the replay reproduces the live spreads exactly
+            found = conn.execute(kstate, (p.name, rows[-need][0], rows[0][0])).fetchone()
+            if found is not None:
+                ts0 = found[0]
+                state.load_kalman(i, *found[1:])
+                rows = [r for r in rows if r[0] > ts0]
+                log.info("%s: Kalman state of %s loaded, %d bars replayed", p.name,
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts0)), len(rows))
+            else:
+                log.warning("%s: no persisted Kalman state in the last %d bars: the filter "
+                            "restarts from them (close to, not equal to, the live one)",
+                            p.name, len(rows))
+        for ts, a, b in rows:
+            by_ts[ts].append((i, a, b))
     n = 0
     for ts in sorted(by_ts):
         rows = by_ts[ts]
         idx = np.array([r[0] for r in rows], dtype=np.int64)
         state.engine.update(idx, np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
         state.pair_last[idx] = ts
+        state.log_kalman(idx[state.engine.is_kalman[idx]])
         n += len(rows)
     recent = sql.SQL(
         "SELECT extract(epoch FROM ts)::bigint, close FROM {t} WHERE symbol = %s "
@@ -188,6 +241,10 @@ class PairsConsumeLoop(ConsumeLoop):
         self.warmup_updates = 0
         self.start_ms = 0
         self.overlap_ms = int(cfg.pairs_exporter.warmup_overlap_s * 1000)
+        self._kconn: psycopg.Connection | None = None
+        self._next_kwrite = 0.0
+        self._next_prune = 0.0
+        self.kalman_write_errors = 0
         super().__init__(cfg, group_id=cfg.pairs_exporter.group_id, topics={self.topic: KIND},
                          handler=self._on_bar, on_assign=self._on_assign,
                          on_tick=self._on_tick, **kw)
@@ -210,7 +267,12 @@ class PairsConsumeLoop(ConsumeLoop):
                 app.tick()
                 app.stop_event.wait(1.0)
         if self.warmed:
-            super().run(app)
+            try:
+                super().run(app)
+            finally:
+                self.write_kalman()
+                if self._kconn is not None:
+                    self._kconn.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
@@ -278,6 +340,53 @@ class PairsConsumeLoop(ConsumeLoop):
         if self.state.pending:
             with self.lock:
                 self.state.flush()
+        if self.state.kalman_log and now >= self._next_kwrite:
+            self._next_kwrite = now + 1.0
+            self.write_kalman()
+
+    def write_kalman(self) -> bool:
+        """Append the logged Kalman states to ``pairs_kalman_state`` (kept and retried when
+        PostgreSQL is away); prune rows older than a week once an hour."""
+        with self.lock:
+            rows, self.state.kalman_log = self.state.kalman_log, []
+        if not rows:
+            return True
+        t = db.table_identifiers(self.cfg)["pairs_kalman_state"]
+        try:
+            if self._kconn is None or self._kconn.closed:
+                self._kconn = db.connect(self.cfg)
+            conn = self._kconn
+            with conn.transaction():
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS _pks (pair text, ts bigint, "
+                             "updates bigint, beta double precision, alpha double precision, "
+                             "p00 double precision, p01 double precision, p11 double precision) "
+                             "ON COMMIT DELETE ROWS")
+                with conn.cursor().copy("COPY _pks FROM STDIN") as cp:
+                    for r in rows:
+                        cp.write_row(r)
+                conn.execute(sql.SQL(
+                    "INSERT INTO {t} (pair, ts, updates, beta, alpha, p00, p01, p11) "
+                    "SELECT pair, to_timestamp(ts), updates, beta, alpha, p00, p01, p11 "
+                    "FROM _pks ON CONFLICT (pair, ts) DO NOTHING").format(t=t))
+                if time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + 3600
+                    conn.execute(sql.SQL("DELETE FROM {t} WHERE ts < now() - interval '7 days'")
+                                 .format(t=t))
+        except (db.DatabaseError, psycopg.Error) as e:
+            with self.lock:
+                self.state.kalman_log[:0] = rows[-KALMAN_LOG_MAX:]
+            self.kalman_write_errors += 1
+            if self._kconn is not None:
+                self._kconn.close()
+                self._kconn = None
+            if self.app is not None:
+                self.app.set_up("postgres", False)
+            log.warning("Kalman states not written (kept, retried): %s",
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return False
+        if self.app is not None:
+            self.app.set_up("postgres", True)
+        return True
 
 
 # -------------------------------------------------------------------------- collector
@@ -302,9 +411,11 @@ class PairsCollector:
         pairs_bars_not_a_leg_total 110250
     """
 
-    def __init__(self, state: PairsState, lock: threading.Lock):
+    def __init__(self, state: PairsState, lock: threading.Lock,
+                 loop: PairsConsumeLoop | None = None):
         self.state = state
         self.lock = lock
+        self.loop = loop
 
     def families(self, deadline: float | None = None) -> list:  # noqa: ARG002 - in-memory
         st, eng = self.state, self.state.engine
@@ -360,6 +471,10 @@ class PairsCollector:
             ("not_a_leg", counts[3], "Bars of symbols that are no leg of a configured pair."),
         ):
             out.append(CounterMetricFamily(f"pairs_bars_{name}", doc, value=n))
+        if self.loop is not None and len(st.kalman_rows):
+            out.append(CounterMetricFamily(
+                "pairs_kalman_state_write_errors", "Failed writes of Kalman filter states to "
+                "PostgreSQL (kept and retried).", value=self.loop.kalman_write_errors))
         return out
 
 
@@ -372,7 +487,7 @@ def build(cfg: Config, *, listen: str | None = None, env: dict | None = None,
     app = Exporter("pairs", PREFIX, listen or cfg.pairs_exporter.listen,
                    dependencies=["kafka", "postgres"], env=env)
     loop = PairsConsumeLoop(cfg, state, lock, **loop_kw)
-    app.add_scrape_collector("pairs", PairsCollector(state, lock).families)
+    app.add_scrape_collector("pairs", PairsCollector(state, lock, loop).families)
     return app, loop, state
 
 
