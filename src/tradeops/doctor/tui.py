@@ -102,7 +102,7 @@ class DoctorApp(App):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="checks"):
+        with TabbedContent(initial="checks-tab"):
             with TabPane("Checks", id="checks-tab"), Horizontal():
                 yield DataTable(id="checks", cursor_type="row", zebra_stripes=True)
                 with Vertical(id="side"):
@@ -117,6 +117,7 @@ class DoctorApp(App):
     def on_mount(self) -> None:
         t = self.query_one("#checks", DataTable)
         t.add_columns("STATUS", "CHECK", "FINDING")
+        t.focus()
         self.query_one("#topics", DataTable).add_columns("TOPIC", "PARTITIONS", "LOW", "HIGH", "CONTRACT")
         self.query_one("#groups", DataTable).add_columns("GROUP", "MEMBERS", "LAG", "LAG (s)", "STATUS",
                                                          "WORST")
@@ -248,6 +249,7 @@ class DoctorApp(App):
     # ------------------------------------------------------------------ kafka
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = f"{tab}-tab"
+        self.query_one("#checks" if tab == "checks" else "#topics", DataTable).focus()
         if tab == "kafka" and self._kafka_enabled:
             self._refresh_kafka()
 
