@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import msgspec
 import pytest
@@ -206,3 +206,24 @@ def test_position_accounting():
     assert (p.qty, p.avg, p.realized) == (-10, 100.0, 0.0)
     p.apply("BUY", 10, 90.0)
     assert (p.qty, p.avg, p.realized) == (0, 0.0, 100.0)
+
+
+def test_live_prices_follow_the_session_and_never_jump_outside_it():
+    market_for = functools.lru_cache(2)(lambda d: Market(d, seed=7, n_symbols=5))
+    g = Generator(market_for, SimConfig(), datetime(2026, 12, 3, 20, 0, tzinfo=IST), live=True)
+    m = g.market
+    # inside the session: exactly that minute's bar
+    assert g._index_at(datetime(2026, 12, 3, 9, 15, tzinfo=IST)) == 0
+    assert g._index_at(datetime(2026, 12, 3, 15, 29, tzinfo=IST)) == m.n_minutes - 1
+    # outside: consecutive minutes map to the same or neighbouring bars (no wrap jump)
+    t0 = datetime(2026, 12, 3, 15, 0, tzinfo=IST)
+    idx = [g._index_at(t0 + timedelta(minutes=k)) for k in range(2000)]
+    assert max(abs(b - a) for a, b in zip(idx, idx[1:])) <= 1
+    assert min(idx) == 0 and max(idx) == m.n_minutes - 1
+    # live bars outside the session go to Kafka only, stamped with the wall-clock minute
+    out = g.advance(120)
+    bars = [msg for kind, _, msg in out if kind == "bars_1m"]
+    stamps = Counter(b.ts for b in bars)
+    assert set(stamps) == {g.start + timedelta(minutes=k) for k in (-1, 0, 1)}
+    assert set(stamps.values()) == {len(m.symbols)}
+    assert g.pg_rows == []

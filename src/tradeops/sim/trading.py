@@ -315,7 +315,7 @@ class Generator:
             if k is not None or rows:
                 self._bars(rows, out, to_pg=True)
                 return
-        # outside the session: keep bars flowing (Kafka only) by replaying the day cyclically
+        # outside the session: keep bars flowing (Kafka only) by replaying the day
         idx = self._index_at(minute)
         rows = []
         for s in m.symbols:
@@ -328,8 +328,11 @@ class Generator:
         m = self.market
         if not self.live:
             return min(m.n_minutes - 1, max(0, int((when - m.minutes[0]).total_seconds() // 60)))
-        delta = int((when - m.minutes[0]).total_seconds() // 60)
-        return delta % m.n_minutes
+        # live: the session minute itself; outside the session the day plays forward then
+        # backward (ping-pong), so prices never jump at a wrap
+        n = m.n_minutes
+        k = int((when - m.minutes[0]).total_seconds() // 60) % (2 * n)
+        return k if k < n else 2 * n - 1 - k
 
     def price(self, symbol: str, t: float) -> float:
         """The traded price at t: interpolated inside that minute's bar, on the tick."""
