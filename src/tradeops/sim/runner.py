@@ -100,23 +100,36 @@ class KafkaSink:
     """One producer for every topic; counts what was handed over and what failed."""
 
     def __init__(self, cfg: Config, state: SimState, strict: bool):
+        self.cfg = cfg
         self.topics = topic_names(cfg)
         self.state = state
         self.strict = strict
         self.failed_reasons: deque[str] = deque(maxlen=5)
-        self.producer = Producer(client_conf(
-            cfg, **{"enable.idempotence": True, "linger.ms": 20, "batch.num.messages": 10000,
-                    "queue.buffering.max.messages": 1_000_000,
-                    "queue.buffering.max.kbytes": 1_048_576, "compression.type": "lz4",
-                    "message.timeout.ms": 120_000 if strict else 300_000,
-                    # librdkafka repeats broker-down lines every few ms: error_cb says it once
-                    "log_level": 2, "error_cb": self._on_error}))
+        self._fatal = ""
+        self._said_down = False
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        return Producer(client_conf(
+            self.cfg, **{"enable.idempotence": True, "linger.ms": 20,
+                         "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000,
+                         "queue.buffering.max.kbytes": 1_048_576, "compression.type": "lz4",
+                         "message.timeout.ms": 120_000 if self.strict else 300_000,
+                         # librdkafka repeats broker-down lines every few ms: say it once
+                         "log_level": 2, "error_cb": self._on_error}))
 
     def _on_error(self, err: KafkaError) -> None:
-        up = err.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
-        if up != self.state.up["kafka"] or up:
-            log.warning("kafka: %s", err.str())  # once per change, not every retry
-        self.state.up["kafka"] = up
+        if err.fatal():
+            self._fatal = err.str()
+        down = err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+        if down:
+            if not self._said_down:
+                log.warning("kafka %s: unreachable (%s); buffering", self.cfg.kafka.bootstrap_servers,
+                            err.str())
+                self._said_down = True
+            self.state.up["kafka"] = False
+        else:
+            log.warning("kafka: %s", err.str())
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
@@ -124,9 +137,29 @@ class KafkaSink:
                 self.state.delivery_failures += 1
             self.failed_reasons.append(f"{msg.topic()}: {err.str()}")
         else:
+            if self._said_down:
+                log.info("kafka %s: reachable again", self.cfg.kafka.bootstrap_servers)
+                self._said_down = False
             self.state.up["kafka"] = True
 
+    def _replace_if_fatal(self) -> None:
+        """An idempotent producer can hit a fatal error (e.g. after long outages): start a
+        new one rather than fail every later message; what the old one held is counted lost."""
+        if not self._fatal:
+            return
+        if self.strict:
+            raise UserError(f"Kafka {self.cfg.kafka.bootstrap_servers}: producer fatal error: "
+                            f"{self._fatal}")
+        lost = len(self.producer)
+        log.error("kafka: producer fatal error (%s): starting a new producer, %d messages lost",
+                  self._fatal, lost)
+        with self.state.lock:
+            self.state.dropped += lost
+        self._fatal = ""
+        self.producer = self._new_producer()
+
     def send(self, batch: list[tuple[str, str, object]]) -> None:
+        self._replace_if_fatal()
         encode = contracts.encode
         produce = self.producer.produce
         counts: dict[str, int] = {}
