@@ -154,3 +154,12 @@ def cli_argv(config_path: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "tradeops.cli", "--config", config_path]
+
+
+def day_bounds(cfg, day):
+    """(start, end, session open, session close) of ``day`` per the config's calendar."""
+    from tradeops.calendar import TradingCalendar
+
+    cal = TradingCalendar.from_config(cfg)
+    s = cal.session(day)
+    return (*cal.day_bounds(day), s.open, s.close)

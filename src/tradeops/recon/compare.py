@@ -49,9 +49,14 @@ class Scope:
     session_open: dt.datetime
     session_close: dt.datetime
     symbols: tuple[str, ...] | None = None  # None = every symbol present that day
+    # a slice of the symbol space, [lo, hi) in byte order (None = open end): one worker's part
+    lo: str | None = None
+    hi: str | None = None
 
     def params(self, cfg: Config) -> dict:
         return {
+            "lo": self.lo,
+            "hi": self.hi,
             "day": self.day,
             "start": self.start,
             "end": self.end,
@@ -68,6 +73,10 @@ def _side(table: sql.Identifier, scope: Scope) -> sql.Composed:
     cond = sql.SQL("ts >= %(start)s AND ts < %(end)s")
     if scope.symbols is not None:
         cond = cond + sql.SQL(" AND symbol = ANY(%(symbols)s)")
+    if scope.lo is not None:
+        cond = cond + sql.SQL(' AND symbol COLLATE "C" >= %(lo)s')
+    if scope.hi is not None:
+        cond = cond + sql.SQL(' AND symbol COLLATE "C" < %(hi)s')
     return sql.SQL("SELECT symbol, ts, open, high, low, close, volume FROM {} WHERE ").format(table) + cond
 
 
@@ -156,33 +165,7 @@ def side_counts(conn: psycopg.Connection, cfg: Config, scope: Scope) -> tuple[in
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def compare_and_write(conn: psycopg.Connection, cfg: Config, scope: Scope, run_id: str) -> CompareResult:
-    """Replace the scope's open rows in ``bars_1m_recon`` with this run's findings, atomically.
-
-    Rows an operator or the autoheal settled keep their status: a finding that matches an
-    ``unhealable`` row stays ``unhealable``; one that matches a ``healed`` row is reopened
-    (it is a discrepancy again).
-    """
-    import time
-
-    t = table_identifiers(cfg)
-    params = scope.params(cfg) | {"run_id": run_id}
-    sym_cond = sql.SQL(" AND symbol = ANY(%(symbols)s)") if scope.symbols is not None else sql.SQL("")
-    res = CompareResult()
-    t0 = time.perf_counter()
-    with conn.transaction():
-        for k, v in SESSION_SETTINGS.items():
-            conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)))
-        conn.execute(
-            sql.SQL("DELETE FROM {r} WHERE trading_day = %(day)s AND status = 'open'").format(
-                r=t["bars_1m_recon"]
-            )
-            + sym_cond,
-            params,
-        )
-        conn.execute(
-            sql.SQL(
-                """
+_UPSERT = """
 INSERT INTO {r} AS r (trading_day, run_id, symbol, ts, kind, columns,
     internal_open, internal_high, internal_low, internal_close, internal_volume,
     broker_open, broker_high, broker_low, broker_close, broker_volume, max_abs_diff)
@@ -199,9 +182,98 @@ ON CONFLICT (trading_day, symbol, ts, kind) DO UPDATE SET
     healed_run_id = CASE WHEN r.status = 'unhealable' THEN r.healed_run_id END,
     updated_at = now()
 """
-            ).format(r=t["bars_1m_recon"], select=discrepancy_select(cfg, scope)),
+_STAGE_COLUMNS = (
+    "symbol text, ts timestamptz, kind text, columns text[], internal_open float8, "
+    "internal_high float8, internal_low float8, internal_close float8, internal_volume bigint, "
+    "broker_open float8, broker_high float8, broker_low float8, broker_close float8, "
+    "broker_volume bigint, max_abs_diff float8"
+)
+
+
+def _set_session(conn: psycopg.Connection) -> None:
+    for k, v in SESSION_SETTINGS.items():
+        conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)))
+
+
+def split_points(conn: psycopg.Connection, cfg: Config, scope: Scope, parts: int) -> list[str]:
+    """Symbol boundaries cutting the scope into ``parts`` slices of about equal size, from
+    the requested symbols or the day's broker fetch log (small tables, no scan of bars)."""
+    if parts < 2:
+        return []
+    if scope.symbols is not None:
+        syms = sorted(set(scope.symbols))
+    else:
+        syms = sorted(
+            r[0]
+            for r in conn.execute(
+                sql.SQL("SELECT symbol FROM {} WHERE trading_day = %s").format(
+                    table_identifiers(cfg)["broker_fetches"]
+                ),
+                (scope.day,),
+            )
+        )
+    if len(syms) < parts * 50:  # small days: one statement is faster than the round trips
+        return []
+    return [syms[len(syms) * i // parts] for i in range(1, parts)]
+
+
+def _select_part(cfg: Config, scope: Scope) -> list[tuple]:
+    from .. import db
+
+    with db.connect(cfg) as c, c.transaction():
+        _set_session(c)
+        return c.execute(discrepancy_select(cfg, scope), scope.params(cfg)).fetchall()
+
+
+def compare_and_write(conn: psycopg.Connection, cfg: Config, scope: Scope, run_id: str) -> CompareResult:
+    """Replace the scope's open rows in ``bars_1m_recon`` with this run's findings, atomically.
+
+    With ``[recon].compare_workers`` > 1 and a big enough day, the comparison runs as that
+    many concurrent statements over disjoint symbol slices (PostgreSQL 15 cannot run a full
+    hash join in parallel by itself); only their discrepancy rows come back, and are written
+    in the same single transaction as the removal of the old open rows. Otherwise it is one
+    INSERT ... SELECT.
+
+    Rows an operator or the autoheal settled keep their status: a finding that matches an
+    ``unhealable`` row stays ``unhealable``; one that matches a ``healed`` row is reopened
+    (it is a discrepancy again).
+    """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    t = table_identifiers(cfg)
+    params = scope.params(cfg) | {"run_id": run_id}
+    sym_cond = sql.SQL(" AND symbol = ANY(%(symbols)s)") if scope.symbols is not None else sql.SQL("")
+    res = CompareResult()
+    t0 = time.perf_counter()
+    cuts = split_points(conn, cfg, scope, cfg.recon.compare_workers)
+    staged: list[tuple] | None = None
+    if cuts:
+        bounds = [None, *cuts, None]
+        parts = [replace(scope, lo=bounds[i], hi=bounds[i + 1]) for i in range(len(bounds) - 1)]
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="compare") as pool:
+            staged = [row for rows in pool.map(lambda sc: _select_part(cfg, sc), parts) for row in rows]
+    with conn.transaction():
+        _set_session(conn)
+        conn.execute(
+            sql.SQL("DELETE FROM {r} WHERE trading_day = %(day)s AND status = 'open'").format(
+                r=t["bars_1m_recon"]
+            )
+            + sym_cond,
             params,
         )
+        if staged is None:
+            select: sql.Composable = discrepancy_select(cfg, scope)
+        else:
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE recon_stage (" + _STAGE_COLUMNS + ") ON COMMIT DROP")
+            )
+            with conn.cursor().copy("COPY recon_stage FROM STDIN") as cp:
+                for row in staged:
+                    cp.write_row(row)
+            select = sql.SQL("SELECT * FROM recon_stage")
+        conn.execute(sql.SQL(_UPSERT).format(r=t["bars_1m_recon"], select=select), params)
         for kind, n in conn.execute(
             sql.SQL(
                 "SELECT kind, count(*) FROM {r} WHERE trading_day = %(day)s AND run_id = %(run_id)s "
