@@ -153,6 +153,7 @@ class RiskConsumeLoop(ConsumeLoop):
         self.topic = cfg.topics.positions
         self.flush_interval_s = cfg.risk.flush_interval_s
         self.stored_offsets: dict[int, int] = {}
+        self.applied: dict[int, int] = {}  # partition -> next offset, as applied here
         self.loaded = False
         self.flush_errors = 0
         self.last_flush_ts: float | None = None
@@ -184,7 +185,8 @@ class RiskConsumeLoop(ConsumeLoop):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
-        fresh = [tp.partition for tp in mine if tp.partition not in self.stored_offsets]
+        fresh = [tp.partition for tp in mine
+                 if tp.partition not in self.stored_offsets and tp.partition not in self.applied]
         starts: dict[int, int] = {}
         if fresh:
             day = self.book.session_of(dt.datetime.now(dt.UTC))
@@ -200,13 +202,20 @@ class RiskConsumeLoop(ConsumeLoop):
                 starts = dict.fromkeys(fresh, -2)
         assign = []
         for tp in mine:
-            off = self.stored_offsets.get(tp.partition, starts.get(tp.partition, -2))
+            # where this process is (a re-assignment after a rebalance: replaying older
+            # snapshots over newer ones would create equity states that never existed),
+            # else the persisted offset, else the session start
+            off = self.applied.get(tp.partition)
+            if off is None:
+                off = self.stored_offsets.get(tp.partition, starts.get(tp.partition, -2))
             log.info("%s[%d]: starting at offset %d", self.topic, tp.partition, off)
             assign.append(TopicPartition(self.topic, tp.partition, off))
         consumer.assign(assign)
 
     def _on_position(self, kind, p, msg) -> None:
         book = self.book
+        if msg is not None:
+            self.applied[msg.partition()] = msg.offset() + 1
         with self.lock:
             seen = len(book.unmapped_symbols)
             book.apply(p.ts, p.strategy, p.symbol, p.quantity, p.average_price,
