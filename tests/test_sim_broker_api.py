@@ -104,6 +104,7 @@ def test_instruments_csv_parses(server):
 def test_historical_candles_are_the_broker_bars_in_kite_shape(server):
     _, url = server
     market = Market(DAY, seed=5, n_symbols=N)
+    whole = 0
     for sym in market.symbols:
         tok = market.instrument_token(sym)
         code, body, ctype = get(hist(url, tok, "2026-12-03 09:15:00", "2026-12-03 15:30:00"))
@@ -114,6 +115,11 @@ def test_historical_candles_are_the_broker_bars_in_kite_shape(server):
         expected = [[b.ts.strftime("%Y-%m-%dT%H:%M:%S+0530"), b.open, b.high, b.low, b.close,
                      b.volume] for b in market.broker_bars(sym)]
         assert candles == expected
+        # Kite writes whole prices without a fraction: 1388, not 1388.0
+        prices = [v for c in candles for v in c[1:5]]
+        assert not [v for v in prices if isinstance(v, float) and v.is_integer()]
+        whole += sum(isinstance(v, int) for v in prices)
+    assert whole > 0
     assert candles[0][0] == "2026-12-03T09:15:00+0530"
     # a sub-range is inclusive at both ends; oi=1 adds the open-interest column
     tok = market.instrument_token("NSE:TCS")

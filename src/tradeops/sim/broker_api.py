@@ -157,6 +157,11 @@ def _kite_ts(ts: datetime) -> str:
     return ts.astimezone(IST).strftime("%Y-%m-%dT%H:%M:%S+0530")
 
 
+def _num(x: float) -> float | int:
+    """Kite writes whole prices without a fraction (``1388``, not ``1388.0``)."""
+    return int(x) if x.is_integer() else x
+
+
 def _parse_kite_time(value: str, end: bool) -> datetime:
     value = value.strip()
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
@@ -285,7 +290,8 @@ def make_broker_server(host: str, port: int, state: BrokerState) -> ThreadingHTT
             while day <= end.date():
                 for b in state.broker_bars(day, symbol):
                     if start <= b.ts <= end:
-                        row = [_kite_ts(b.ts), b.open, b.high, b.low, b.close, b.volume]
+                        row = [_kite_ts(b.ts), _num(b.open), _num(b.high), _num(b.low),
+                               _num(b.close), b.volume]
                         if oi:
                             row.append(0)
                         candles.append(row)
