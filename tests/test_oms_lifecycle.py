@@ -419,3 +419,43 @@ def test_every_allowed_and_invalid_transition_through_kafka(kafka_cfg):
                        for s in fam.samples}
                 assert {k: v for k, v in got.items() if v} == want
                 assert len(got) == (len(ALLOWED_PAIRS) if want is want_ok else len(INVALID_PAIRS))
+
+
+def test_new_trading_day_restarts_the_partition(kafka_cfg):
+    """A record stamped after midnight (record time) starts that partition's day from zero,
+    exactly what a fresh start would report; other partitions are untouched. The broker
+    refuses future timestamps, so "today" is yesterday for this exporter (its clock)."""
+    cfg = unique_group(kafka_cfg)
+    day1 = [order("d1", 1, "SUBMITTED", 0.0), order("d1", 2, "OPEN", 0.1)]
+    other = [order("x1", 1, "CREATED", 0.0)]
+    nextday = order("d2", 1, "SUBMITTED", 1.0)
+    p = Producer(client_conf(cfg))
+    for e in day1 + other:
+        p.produce(cfg.topics.order_events, json.dumps(e).encode(), key=e["order_id"].encode(),
+                  timestamp=NOW_MS - 86_400_000)
+    assert p.flush(15) == 0
+    app, _, book = build(cfg, listen="127.0.0.1:0", clock=lambda: NOW - 86_400, env={})
+    loop = OmsConsumeLoop(cfg, book)
+    t = threading.Thread(target=app.serve, args=(loop,), kwargs={"signals": False}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: app.state.name == "RUNNING", 40, "READY")
+        assert val(app, "oms_order_events_total") == 3
+        part = next(pb.partition for pb in book.parts.values() if "d1" in pb.orders)
+        # same key as d1: same partition; stamped now = the exporter's next day
+        p.produce(cfg.topics.order_events, json.dumps(nextday).encode(), key=b"d1",
+                  timestamp=NOW_MS)
+        assert p.flush(15) == 0
+        wait_for(lambda: loop.processed == 4, 20, "the record of the next day")
+        pb = book.parts[part]
+        assert set(pb.orders) == {"d2"} and pb.events == 1
+        assert val(app, "oms_order_transitions_total", from_status="SUBMITTED",
+                   to_status="OPEN") == 0
+        assert val(app, "oms_order_transitions_total", from_status="NEW",
+                   to_status="SUBMITTED") == 1
+        x_rolled = "x1" not in next(q for q in book.parts.values() if "x1" in q.orders
+                                    or q is pb).orders
+        assert val(app, "oms_orders", status="CREATED") == (0 if x_rolled else 1)
+    finally:
+        app.stop_event.set()
+        t.join(15)
