@@ -266,3 +266,38 @@ def test_no_systemd_here_means_no_systemd_check_without_units(cfg):
     assert not systemd.CHECKS[0].enabled(cfg)
     with_units = replace(cfg, doctor=replace(cfg.doctor, units=["kafka.service"]))
     assert systemd.CHECKS[0].enabled(with_units)
+
+
+def test_exporter_up_gauges_parse():
+    from tradeops.doctor.checks.exporters import up_gauges
+
+    text = ('# HELP x_up ...\n# TYPE x_up gauge\nx_up{dependency="kafka"} 1.0\n'
+            'x_up{dependency="postgres"} 0.0\nx_upper 3\ntradeops_heartbeat_up{process="oms"} 1.0\nplain_up 1\n')
+    assert up_gauges(text) == {'x_up{dependency="kafka"}': 1.0, 'x_up{dependency="postgres"}': 0.0,
+                               'tradeops_heartbeat_up{process="oms"}': 1.0, "plain_up": 1.0}
+
+
+def test_stuck_orders_judgement(cfg):
+    from tradeops.doctor.checks.orders import judge
+
+    assert judge(cfg, []).status == Status.OK
+    o = {"order_id": "A1", "symbol": "NSE:INFY", "status": "SUBMITTED", "age_s": 12.0, "strategy": "m"}
+    r = judge(cfg, [o, {**o, "order_id": "A2", "status": "CANCEL_PENDING", "age_s": 30.0}])
+    assert r.status == Status.WARN
+    assert r.finding == "2 stuck (1 CANCEL_PENDING, 1 SUBMITTED); oldest A2 NSE:INFY CANCEL_PENDING for 30s"
+    assert "`tradeops oms orders --stuck`" in r.advice
+    assert judge(cfg, [{**o, "age_s": 51.0}]).status == Status.CRIT  # > 10x the 5 s threshold
+
+
+def test_supervisord_judgement():
+    from tradeops.doctor.checks.supervisord import judge
+
+    base = {"name": "oms", "group": "oms", "start": 900, "stdout_logfile": "/var/log/oms.log"}
+    r = judge({**base, "statename": "RUNNING"}, 1000)
+    assert r.status == Status.OK and r.name == "supervisord:oms" and r.finding == "RUNNING for 100s"
+    assert r.target.kind == "supervisord" and r.target.log_file == "/var/log/oms.log"
+    r = judge({**base, "group": "trading", "statename": "FATAL", "description": "Exited too quickly"}, 1000)
+    assert r.status == Status.CRIT and r.name == "supervisord:trading:oms"
+    assert r.finding == "FATAL (Exited too quickly)" and "`supervisorctl start trading:oms`" in r.advice
+    assert judge({**base, "statename": "BACKOFF"}, 1000).status == Status.WARN
+    assert judge({**base, "statename": "STOPPED"}, 1000).status == Status.WARN

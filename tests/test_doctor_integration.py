@@ -314,3 +314,32 @@ def test_cli_kafka_down_bounded(tmp_path):
     doc = json.loads(p.stdout)
     assert [r["status"] for r in doc["results"]] == ["CRIT", "CRIT"]  # kafka, kafka.topics (no groups)
     assert took < 1.0 + 0.3 + 3.0  # timeout + grace + interpreter start (CI slack)
+
+
+def test_supervisor_program_restart_action_and_log_source(base_cfg, tmp_path):
+    from tradeops.doctor import actions, logs
+
+    hb, log = tmp_path / "w.hb", tmp_path / "w.log"
+    sup = Ours(tmp_path / "sup", [Prog("w", args=["--heartbeat-file", str(hb), "--interval", "0.2"],
+                                       options={"log_file": str(log), "startsecs": 0.2},
+                                       heartbeat={"source": "file", "path": str(hb), "timeout_s": 2.0})])
+    sup.start()
+    try:
+        cfg = replace(only_doctor(base_cfg), supervisor=config_mod.load(str(sup.config)).supervisor)
+        wait_for(lambda: sup.program("w")["state"] == "RUNNING", 10, "w RUNNING")
+        w = by_name(run_all(cfg, ["supervisor"]))["supervisor:w"]
+        assert w.status == Status.OK and w.target.kind == "program" and w.target.log_file == str(log)
+        src = logs.source_for(cfg, w, lambda line: None)
+        assert isinstance(src, logs.FileTail) and src.path == str(log)
+        before = sup.program("w")["pid"]
+        assert actions.describe(w.target) == "tradeops supervise restart w"
+        ok, msg = actions.restart(cfg, w.target)
+        assert ok, msg
+        wait_for(lambda: (p := sup.program("w"))["pid"] not in (None, before) and p["state"] == "RUNNING",
+                 10, "w restarted")
+        ok, msg = actions.restart_program(cfg, "nope")
+        assert not ok and msg.startswith("supervisor: ")
+    finally:
+        sup.stop()
+    ok, msg = actions.restart_program(cfg, "w")
+    assert not ok and "is `tradeops supervise` running?" in msg
