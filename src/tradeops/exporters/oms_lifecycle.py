@@ -247,6 +247,8 @@ class OmsConsumeLoop(ConsumeLoop):
                 [TopicPartition(self.topic, p, day_start) for p in parts],
                 timeout=self.assign_timeout_s)
             for tp in found:
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
                 if self.app is not None:
                     self.app.tick()  # still the work loop (inside consume): feed the watchdog
                 low, high = consumer.get_watermark_offsets(
