@@ -205,3 +205,28 @@ def test_postgres_outage_keeps_state_and_writes_it_when_back(stack_cfg):
             n_pos = conn.execute("SELECT count(*) FROM risk_positions").fetchone()[0]
             off = conn.execute("SELECT sum(next_offset) FROM risk_offsets").fetchone()[0]
         assert n_pos == len(book.positions) and off == 500
+
+
+def test_restart_across_the_session_reset(stack_cfg):
+    """Stopped during one session, restarted with the next session's messages waiting: the
+    persisted peaks belong to the old session, the first new message restarts them (from
+    the carried equity), positions carry over."""
+    cfg = with_group(stack_cfg)
+    day1 = positions(6, 400, NOW - dt.timedelta(days=1, minutes=20))
+    day2 = positions(7, 300, NOW - dt.timedelta(minutes=20))
+    produce(cfg, day1)
+    with running(cfg) as (app, loop, book):
+        wait_for(lambda: book.messages == 400 and not book.dirty_buckets and loop.last_flush_ts,
+                 30, "day 1")
+        day_1 = book.day
+    produce(cfg, day2)
+    with running(cfg) as (app, loop, book):
+        wait_for(lambda: book.messages == 300, 30, "day 2")
+        assert book.day > day_1
+        assert_same(book, reference(cfg, day1 + day2))
+        start = app.registry.get_sample_value("risk_session_start_timestamp_seconds")
+        assert start > dt.datetime.combine(day_1, dt.time(0), tzinfo=dt.UTC).timestamp()
+    with db.connect(cfg) as conn:
+        days = [r[0] for r in conn.execute("SELECT DISTINCT trading_day FROM risk_peaks "
+                                           "ORDER BY 1")]
+    assert days == [day_1, book.day]

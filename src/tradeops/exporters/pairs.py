@@ -127,7 +127,6 @@ class PairsState:
         if n:
             idx = np.fromiter(self.pending.keys(), dtype=np.int64, count=n)
             ab = np.array(list(self.pending.values()))
-            self.pending.clear()
             if n == len(self.pairs):
                 # every pair (the steady state: each minute completes every pair): put the
                 # rows in order and take the engine's fast path
@@ -141,6 +140,7 @@ class PairsState:
                 self.engine.update(idx, ab[:, 0], ab[:, 1])
                 if len(self.kalman_rows):
                     self.log_kalman(idx[self.engine.is_kalman[idx]])
+            self.pending.clear()  # last: "nothing pending" means the engine is up to date
         return n
 
     def log_kalman(self, rows) -> None:

@@ -158,7 +158,6 @@ class RiskBook:
         if self.day is None or day > self.day:
             # a later session: peaks and max drawdowns restart
             self.roll(day)
-        self.messages += 1
         value = quantity * last_price * multiplier
         equity = realized_pnl + quantity * (last_price - average_price) * multiplier
         gross = abs(value)
@@ -187,6 +186,7 @@ class RiskBook:
             if dd > b[MAXDD]:
                 b[MAXDD] = dd
             self.dirty_buckets.add(key)
+        self.messages += 1  # last: a reader that sees the count sees the whole update
 
     def load_position(self, ts: dt.datetime, strategy: str, symbol: str, quantity: int,
                       average_price: float, last_price: float, realized_pnl: float,
