@@ -157,14 +157,14 @@ def source_for(cfg: Config, result: Result, emit: Emit) -> FileTail | JournalTai
     """The log of a result's target, or of its local service; None when there is none."""
     t = result.target
     if t is not None and t.log_file:
-        return FileTail(str(secret_path(cfg, t.log_file)), emit)
+        return FileTail(str(secret_path(cfg, t.log_file).resolve()), emit)
     if t is not None and booted():
         if t.kind == "unit":
             return JournalTail(emit, unit=t.name)
         if t.kind == "program":
             return JournalTail(emit, ident=f"tradeops-{t.name}")
     if cfg.doctor.log_dir:
-        d = secret_path(cfg, cfg.doctor.log_dir)
+        d = secret_path(cfg, cfg.doctor.log_dir).resolve()
         head = result.name.split(".", 1)[0].split(":", 1)[0]
         for key in (result.name.split(":", 1)[-1], head, result.family):
             cands = [SERVICE_LOGS.get(key, ""), f"{key}.log", f"exporter-{key}.log"]

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..config import Config
 from ..errors import UserError
@@ -29,8 +28,6 @@ class CheckContext:
     cfg: Config
     timeout: float
     started: float = field(default_factory=time.monotonic)
-    # state kept between runs (the TUI reuses clients); checks treat it as a cache only
-    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:
@@ -88,14 +85,12 @@ class Runner:
         self.cfg = cfg
         self.checks = [c for c in checks if c.enabled(cfg)]
         self.grace_s = grace_s
-        self.cache: dict[str, Any] = {}
 
     def run(self) -> list[Result]:
         started = time.monotonic()
         slots: list[list[Result] | None] = [None] * len(self.checks)
         done = [threading.Event() for _ in self.checks]
-        ctxs = [CheckContext(self.cfg, timeout_for(self.cfg, c.family), started, self.cache)
-                for c in self.checks]
+        ctxs = [CheckContext(self.cfg, timeout_for(self.cfg, c.family), started) for c in self.checks]
         for i, check in enumerate(self.checks):
             t = threading.Thread(target=self._one, args=(check, ctxs[i], slots, i, done[i]),
                                  name=f"doctor-{check.family}", daemon=True)
