@@ -52,15 +52,11 @@ _make("pairs", "Pairs spread z-scores and hedge ratios (port 9814).")
 
 
 def _console(name: str) -> None:
-    """Entry point of `tradeops-exporter-<name>`: same options as `tradeops` (--config, ...)."""
+    """Entry point of `tradeops-exporter-<name>`: takes the top-level options of `tradeops`
+    (``--config FILE``, ``--log-level``) and runs `tradeops [options] exporter <name>`."""
     from ..cli import main
 
-    main([*_global_args(sys.argv[1:]), "exporter", name])
-
-
-def _global_args(argv: list[str]) -> list[str]:
-    # the console scripts accept the top-level options only (--config, --log-level, -h)
-    return argv
+    main([*sys.argv[1:], "exporter", name])
 
 
 def gateway_oms_main() -> None:
