@@ -258,9 +258,10 @@ def rewind_heartbeats(consumer, partitions, topic: str, lookback_s: float,
         return
     ts_ms = int(((time.time() if now is None else now) - lookback_s) * 1000)
     try:
+        # short timeouts: this runs inside the work loop (systemd's watchdog is 10 s)
         found = consumer.offsets_for_times([TopicPartition(topic, tp.partition, ts_ms) for tp in hb],
-                                           timeout=5)
-        committed = consumer.committed([TopicPartition(topic, tp.partition) for tp in hb], timeout=5)
+                                           timeout=2)
+        committed = consumer.committed([TopicPartition(topic, tp.partition) for tp in hb], timeout=2)
     except KafkaException as e:
         log.warning("heartbeats: cannot look up offsets %.0f s back (%s); starting at the "
                     "committed offsets", lookback_s, e.args[0].str())
