@@ -343,3 +343,55 @@ def test_supervisor_program_restart_action_and_log_source(base_cfg, tmp_path):
         sup.stop()
     ok, msg = actions.restart_program(cfg, "w")
     assert not ok and "is `tradeops supervise` running?" in msg
+
+
+class _StatusStandIn:
+    """Stands in for the gateway-oms exporter's lag collector (its window-based status
+    family, as documented in tradeops.exporters.kafka_lag.LagCollector) inside a real
+    exporter-framework HTTP server: the doctor reads the status from that exposition."""
+
+    def __init__(self, group: str, status: str):
+        self.group, self.status = group, status
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily("kafka_consumergroup_status", "status", labels=["consumergroup", "status"])
+        for s in ("OK", "WARN", "STALL", "STOP", "REWIND"):
+            fam.add_metric([self.group, s], 1.0 if s == self.status else 0.0)
+        yield fam
+
+
+def test_lag_status_from_the_gateway_oms_exporter(kafka_cfg, exporter):
+    cfg = kafka_cfg
+    group = f"doctor-stall-{uuid.uuid4().hex[:6]}"
+    commit_group(cfg, cfg.topics.order_events, group, produce=6, commit_at=1)
+    app, url = exporter()
+    app.registry.register(_StatusStandIn(group, "STALL"))
+    # a member that reads but never commits (what STALL means), so the group is active
+    member = Consumer(client_conf(cfg, **{"group.id": group, "enable.auto.commit": False,
+                                          "auto.offset.reset": "earliest"}))
+    member.subscribe([cfg.topics.order_events])
+    try:
+        wait_for(lambda: member.poll(0.2) is not None or bool(member.assignment()), 20, "member assigned")
+        cfg = only_doctor(cfg, lag_groups=[group], exporters={"gateway-oms": url},
+                          group_units={group: "oms-core.service"})
+        cfg = replace(cfg, gateway_oms=replace(cfg.gateway_oms, lag_groups=[group]))
+        lag = by_name(run_all(cfg, ["kafka"]))[f"kafka.lag:{group}"]
+        assert lag.status == Status.CRIT and lag.details["status"] == "STALL"
+        assert lag.details["lag_messages"] == 5 and lag.details["members"] == 1
+        assert lag.advice.startswith(f"consumer group {group} is STALLED on {cfg.topics.order_events}[0] for ")
+        assert lag.advice.endswith("check the process behind oms-core.service, "
+                                   "`journalctl -u oms-core.service -n 100`")
+    finally:
+        member.close()
+
+
+def test_cli_list(tmp_path):
+    conf = _write(tmp_path, '[doctor]\nprometheus_url = ""\npushgateway_url = ""\n')
+    p = subprocess.run([*TRADEOPS, "--config", conf, "doctor", "--list"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0
+    fams = {line.split()[0]: line.split()[1] for line in p.stdout.splitlines()}
+    assert fams["kafka"] == "on" and fams["postgres"] == "on" and fams["supervisord"] == "off"
+    assert fams["exporter"] == "off" and fams["prometheus"] == "off"
