@@ -299,7 +299,7 @@ def test_cli_json_exit_codes_and_errors(tmp_path):
     bad = _write(tmp_path, "[doctor]\ncheck_timeout_s = -1\n")
     p = subprocess.run([*TRADEOPS, "--config", bad, "doctor", "--check"], capture_output=True,
                        text=True, timeout=60)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 3 and "Traceback" not in p.stderr  # Nagios: the plugin could not run
     assert p.stderr == "tradeops: tradeops.toml: [doctor].check_timeout_s: expected a number > 0, got -1.0\n"
 
 

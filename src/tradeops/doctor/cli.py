@@ -1,4 +1,8 @@
-"""`tradeops doctor --check [--json] [--only NAME...]`; `tradeops doctor` runs the TUI."""
+"""`tradeops doctor --check [--json] [--only NAME...]`; `tradeops doctor` runs the TUI.
+
+Exit codes of --check (Nagios plugin): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; a config
+that cannot be loaded, or an unknown --only name, is also 3 (one line on stderr).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,16 @@ import click
 @click.pass_obj
 def doctor_command(obj, check: bool, as_json: bool, only: tuple[str, ...], list_: bool) -> None:
     """Say what is wrong with the stack and what to do; without --check: the TUI."""
+    from ..config import ConfigError
+    from ..errors import UserError
     from . import report
     from .runner import all_checks, exit_code, run_all
 
-    if list_:
+    try:
         cfg = obj.cfg
+    except ConfigError as e:  # a plugin that cannot run is UNKNOWN (3) for Nagios, not CRITICAL
+        raise UserError(str(e), exit_code=3) from None
+    if list_:
         for c in all_checks():
             on = "on " if c.enabled(cfg) else "off"
             click.echo(f"{c.family:<12} {on} {c.description}")
@@ -31,10 +40,9 @@ def doctor_command(obj, check: bool, as_json: bool, only: tuple[str, ...], list_
     if not check:
         from .tui import run_tui
 
-        run_tui(obj.cfg, only)
+        run_tui(cfg, only)
         return
     t0 = time.monotonic()
-    cfg = obj.cfg
     results = run_all(cfg, only)
     took = time.monotonic() - t0
     if as_json:
