@@ -49,7 +49,6 @@ from .oms_book import (
     BookConfig,
     Hist,
     OrderBook,
-    PartitionBook,
     Totals,
 )
 from .runtime import Exporter
@@ -310,7 +309,6 @@ class OmsConsumeLoop(ConsumeLoop):
         topic = self.topic
         errors = []
         n = 0
-        touched: dict[int, PartitionBook] = {}
         with book.lock:
             for msg in msgs:
                 err = msg.error()
@@ -330,18 +328,19 @@ class OmsConsumeLoop(ConsumeLoop):
                 pb = parts.get(p)
                 if pb is None or not pb.owned:
                     continue  # a late message of a partition no longer ours
-                touched[p] = pb
                 offset = msg.offset()
                 ts_ms = msg.timestamp()[1]
-                if pb.skip_before_ms:
-                    if ts_ms < pb.skip_before_ms:
-                        pb.next_offset = offset + 1
-                        continue
-                    pb.skip_before_ms = 0
-                if ts_ms >= pb.day_end_ms:
-                    log.info("%s[%d]: new trading day at offset %d: counters restart", topic, p,
-                             offset)
-                    pb.roll_day(ts_ms)
+                if pb.skip_before_ms or ts_ms >= pb.day_end_ms:
+                    if pb.skip_before_ms:
+                        if ts_ms < pb.skip_before_ms:
+                            pb.next_offset = offset + 1
+                            continue
+                        # the first record of today: from here on everything counts
+                        pb.skip_before_ms = 0
+                    if ts_ms >= pb.day_end_ms:
+                        log.info("%s[%d]: new trading day at offset %d: counters restart",
+                                 topic, p, offset)
+                        pb.roll_day(ts_ms)
                 try:
                     pb.apply(decode(msg.value()))
                 except (msgspec.ValidationError, msgspec.DecodeError, TypeError):
@@ -355,8 +354,9 @@ class OmsConsumeLoop(ConsumeLoop):
                     pb.live = True
                     log.info("%s[%d]: rebuilt (%d events today), now live", topic, p, pb.events)
         positions = self._positions
-        for p, pb in touched.items():
-            positions[(topic, p)] = pb.next_offset
+        for p, pb in parts.items():
+            if pb.owned and pb.next_offset >= 0:
+                positions[(topic, p)] = pb.next_offset
         for msg in errors:
             # outside the lock: reason, counter, one log line per message
             try:
