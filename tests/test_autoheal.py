@@ -156,3 +156,27 @@ def test_killed_between_steps_then_rerun_gives_the_same_final_state(healday, mar
     assert_final_state(cfg, market)
     runs = reconlib.table_rows(cfg, "recon_runs", "kind, status")
     assert sorted(runs) == [("autoheal", "healed"), ("recon", "discrepancies")]
+
+
+def test_kafka_unreachable_during_replay_exits_2_then_rerun_completes(healday, market, tmp_path):
+    cfg, path = healday
+    dead = replace_kafka(cfg, "127.0.0.1:9")  # nothing listens on the discard port
+    dead_path = reconlib.write_config(dead, tmp_path / "dead-kafka.toml")
+    r = reconlib.cli(dead_path, "recon", "autoheal", "--date", str(DAY), timeout=180)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("tradeops: Kafka 127.0.0.1:9: replay of 2026-12-03 failed ("), r.stderr
+    assert r.stderr.rstrip().endswith("rerun `tradeops recon autoheal --date 2026-12-03` to replay them")
+    # the bars are written (audited) but not replayed: the run stays open for the rerun
+    assert {s for s, _ in reconlib.table_rows(cfg, "recon_heal_actions", "state, count(*)",
+                                              "TRUE GROUP BY state")} == {"written"}
+    r = reconlib.cli(path, "recon", "autoheal", "--date", str(DAY))
+    assert r.returncode == 0, r.stderr
+    assert "resumed an interrupted run" in r.stdout
+    assert_final_state(cfg, market)
+
+
+def replace_kafka(cfg, bootstrap: str):
+    return msgspec.structs.replace(
+        cfg, kafka=msgspec.structs.replace(cfg.kafka, bootstrap_servers=bootstrap, request_timeout_s=2.0)
+    )

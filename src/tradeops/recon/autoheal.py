@@ -276,7 +276,12 @@ ON CONFLICT (symbol, ts) DO UPDATE SET open = excluded.open, high = excluded.hig
         if isinstance(e, psycopg.Error):
             msg = pg_error_line(cfg, e, stage, day, "autoheal")
         elif isinstance(e, KafkaException):
-            msg = f"Kafka {cfg.kafka.bootstrap_servers}: {stage} of {day} failed: {e.args[0]}"
+            err = e.args[0] if e.args else e
+            why = err.str() if hasattr(err, "str") else str(err)
+            msg = (
+                f"Kafka {cfg.kafka.bootstrap_servers}: {stage} of {day} failed ({why}); the bars are "
+                f"written and audited: rerun `tradeops recon autoheal --date {day}` to replay them"
+            )
         else:
             msg = str(e)
         if run_id and stage not in ("connect", "plan"):
@@ -375,6 +380,8 @@ def _replay(conn, cfg: Config, cal: TradingCalendar, day: dt.date, run_id: str) 
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
+                # librdkafka's own lines (one per reconnect attempt) would bury the one-line error
+                "log_level": 2,
             },
         )
     )
@@ -413,6 +420,7 @@ def _replay(conn, cfg: Config, cal: TradingCalendar, day: dt.date, run_id: str) 
                     "acks": "all",
                     "linger.ms": 5,
                     "message.timeout.ms": int(max(10.0, timeout * 6) * 1000),
+                    "log_level": 2,
                 },
             )
         )
