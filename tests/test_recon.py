@@ -152,3 +152,35 @@ def test_parallel_compare_over_symbol_slices_equals_the_single_statement(pg_cfg)
         scope = compare.Scope(DAY, *reconlib.day_bounds(pg_cfg, DAY))
         cuts = compare.split_points(conn, pg_cfg, scope, 2)
     assert len(cuts) == 1  # so the workers=2 run above did take the parallel path
+
+
+def test_csv_directory_source_behind_the_same_interface(pg_cfg, tmp_path):
+    """[broker].kind = "csv": broker bars from {csv_dir}/{day}/{EXCH}_{SYMBOL}.csv."""
+    m = Market(DAY, n_symbols=6, discrepancy_rate=0.01)
+    reconlib.load_internal(pg_cfg, m)
+    folder = tmp_path / "broker" / str(DAY)
+    folder.mkdir(parents=True)
+    for sym in m.symbols[:-1]:  # the last symbol has no file: the broker has nothing for it
+        exch, name = sym.split(":")
+        with open(folder / f"{exch}_{name}.csv", "w") as f:
+            f.write("date,open,high,low,close,volume\n")
+            for b in m.broker_bars(sym):
+                f.write(f"{b.ts.strftime('%Y-%m-%dT%H:%M:%S%z')},{b.open},{b.high},{b.low},{b.close},{b.volume}\n")
+    cfg = replace(pg_cfg, recon=replace(pg_cfg.recon, pushgateway_url=""),
+                  broker=replace(pg_cfg.broker, kind="csv", csv_dir=str(tmp_path / "broker")))
+    out = run_recon(cfg, DAY)
+    assert out.exit_code == 1 and out.report["fetch"]["source"] == "csv"
+    last = m.symbols[-1]
+    want = {x for x in reconlib.truth(m) if x[0] != last}
+    got = reconlib.found(cfg, DAY)
+    assert {x for x in got if x[0] != last} == want
+    # every in-session bar of the symbol without a file is missing at the broker
+    assert sum(1 for x in got if x[0] == last and x[2] == "missing_broker") == sum(
+        1 for b in m.internal_bars(last) if b.ts in set(m.minutes))
+    # a malformed file is a one-line error naming file and row
+    exch, name = m.symbols[0].split(":")
+    (folder / f"{exch}_{name}.csv").write_text("date,open,high,low,close,volume\n2026-12-03T09:15:00+0530,x,1,1,1,1\n")
+    with pytest.raises(Exception) as e:
+        run_recon(cfg, DAY, refetch=True)
+    assert str(e.value) == (f"{folder / (exch + '_' + name + '.csv')}: row 2: expected "
+                            "date,open,high,low,close,volume numbers")
