@@ -38,8 +38,10 @@ if ((lint_only)); then
   run_lintian; echo "$deb"; exit 0
 fi
 
-mapfile -t files < <(git ls-files --cached --others --exclude-standard \
-  | grep -vE '^(\.state|\.venv|dist|build)/' | sort)
+# only what goes into the package (tests, bench and other docs do not trigger a rebuild)
+mapfile -t files < <(git ls-files --cached --others --exclude-standard -- \
+  src setup.cfg pyproject.toml README.md requirements.lock debian systemd supervisor \
+  packaging docs/deploy.md | sort)
 sum="$( { printf '%s\n' "${files[@]}"; for f in "${files[@]}"; do [[ -f $f ]] && cat "$f"; done; } | sha256sum | cut -c1-64)"
 if ((!force)) && [[ -f $deb && -f $OUT/.stamp && "$(cat "$OUT/.stamp")" == "$sum" ]]; then
   say "up to date: $deb"; echo "$deb"; exit 0

@@ -339,3 +339,17 @@ def test_job_status_survives_a_broken_config(tmp_path):
     assert "config not usable" in r.stderr and "not valid TOML" in r.stderr
     assert (tmp_path / "s/jobs/x.service.json").is_file()
     assert os.access(UNITS / "job-status", os.X_OK) and os.access(UNITS / "trading-day", os.X_OK)
+
+
+def test_job_status_rejects_a_unit_that_would_escape_its_folder(tmp_path):
+    """The instance is passed raw (%i): '/' never reaches a path."""
+    r = _job_status(tmp_path, "failed:../../etc/x.service", "http://127.0.0.1:9")
+    assert r.returncode == 2
+    hook = unit_file("tradeops-job-status@.service")
+    assert one(hook, "Service", "ExecStart").endswith("job-status %i")
+
+
+def test_job_status_reports_an_unwritable_state_dir_in_one_line(tmp_path):
+    (tmp_path / "state").write_text("a file, not a folder")
+    r = _job_status(tmp_path, "failed:tradeops-recon.service", "http://127.0.0.1:9")
+    assert r.returncode == 1 and "cannot write the record" in r.stderr and "Traceback" not in r.stderr
