@@ -198,7 +198,7 @@ class StateCollector:
         now = self.clock()
         last = GaugeMetricFamily("gateway_last_event_timestamp_seconds", "Time of the gateway's "
                                  "last event (event time).", labels=["gateway"])
-        for g, ts in sorted(self.state.last_event.items()):
+        for g, ts in sorted(dict(self.state.last_event).items()):  # a copy: the loop writes
             last.add_metric([g], ts)
         hb = GaugeMetricFamily("tradeops_heartbeat_timestamp_seconds", "Time of the process's "
                                "last heartbeat (heartbeat time).", labels=["process"])
