@@ -184,3 +184,14 @@ def test_csv_directory_source_behind_the_same_interface(pg_cfg, tmp_path):
         run_recon(cfg, DAY, refetch=True)
     assert str(e.value) == (f"{folder / (exch + '_' + name + '.csv')}: row 2: expected "
                             "date,open,high,low,close,volume numbers")
+
+
+def test_configured_universe_limits_fetch_and_compare(pg_cfg):
+    m = Market(DAY, n_symbols=8, discrepancy_rate=0.01)
+    reconlib.load_internal(pg_cfg, m)
+    reconlib.load_broker_cache(pg_cfg, m)
+    universe = m.symbols[:3]
+    cfg = replace(pg_cfg, recon=replace(pg_cfg.recon, pushgateway_url="", symbols=universe))
+    out = run_recon(cfg, DAY)
+    assert out.report["symbols"] == 3
+    assert reconlib.found(cfg, DAY) == reconlib.truth(m, universe)

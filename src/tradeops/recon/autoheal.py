@@ -500,6 +500,7 @@ def _recompare_and_finish(conn, cfg: Config, cal: TradingCalendar, day: dt.date,
     session = cal.session(day)
     start, end = cal.day_bounds(day)
     with conn.transaction():
+        compare._set_session(conn)
         if syms:
             scope = compare.Scope(day, start, end, session.open, session.close, tuple(syms))
             conn.execute(

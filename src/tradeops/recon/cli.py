@@ -146,7 +146,8 @@ def run_recon(
             end,
             session.open,
             session.close,
-            tuple(symbols) if symbols else None,
+            # --symbols, else the configured universe, else everything present that day
+            tuple(symbols or cfg.recon.symbols) or None,
         )
         res = compare.compare_and_write(conn, cfg, scope, run_id)
         n_int, n_brk, n_sym = compare.side_counts(conn, cfg, scope)
