@@ -180,7 +180,7 @@ class RiskConsumeLoop(ConsumeLoop):
                 app.stop_event.wait(1.0)
         if self.loaded:
             super().run(app)
-        self.flush(force=True)
+        self.flush()
         self.store.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -233,7 +233,7 @@ class RiskConsumeLoop(ConsumeLoop):
             self._next_flush = now + self.flush_interval_s
             self.flush()
 
-    def flush(self, force: bool = False) -> bool:
+    def flush(self) -> bool:
         """Write what changed since the last successful flush; False when it failed."""
         if not self.loaded:
             return False
@@ -251,14 +251,11 @@ class RiskConsumeLoop(ConsumeLoop):
                 ts, q, ap, lp, r, m = book.positions[key][4]
                 positions.append((key[0], key[1], ts, q, ap, lp, r, m))
             day = book.day
-            dirty_b, dirty_p = book.dirty_buckets, book.dirty_positions
-            book.dirty_buckets, book.dirty_positions = set(), set()
+        # the handler runs in this thread: nothing changes the book during the write, and
+        # the dirty sets are cleared only once it succeeded
         try:
             self.store.save(day, peaks, positions, changed_offsets)
         except (db.DatabaseError, psycopg.Error) as e:
-            with self.lock:
-                book.dirty_buckets |= dirty_b
-                book.dirty_positions |= dirty_p
             self.flush_errors += 1
             self.store.close()
             if self.app is not None:
@@ -266,6 +263,9 @@ class RiskConsumeLoop(ConsumeLoop):
             log.warning("risk state not written (kept, retried): %s",
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
             return False
+        with self.lock:
+            book.dirty_buckets.clear()
+            book.dirty_positions.clear()
         self._flushed_offsets.update(offsets)
         self.last_flush_ts = time.time()
         if self.app is not None:
