@@ -176,6 +176,8 @@ class KiteSource:
         self.backoff_max = b.backoff_max_s
         self.bucket = bucket or TokenBucket(b.rate_limit_per_s * (1.0 - b.rate_headroom))
         self.stats = stats or FetchStats()
+        # set when the run is failing anyway: workers stop retrying instead of backing off
+        self.abort = threading.Event()
         api_key = read_secret(cfg, "[broker].api_key_file", b.api_key_file)
         token = read_secret(cfg, "[broker].access_token_file", b.access_token_file)
         if not api_key or not token:
@@ -197,6 +199,8 @@ class KiteSource:
         url = self.base + path
         attempt = 0
         while True:
+            if self.abort.is_set():
+                raise BrokerError(f"{self.where()}: {what}: abandoned (another request failed)")
             if paced:
                 self.bucket.acquire()
             self.stats.add(requests=1)
@@ -233,7 +237,7 @@ class KiteSource:
                 delay = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
                 delay *= 0.5 + random.random() / 2  # jitter: workers do not retry in lockstep
             log.debug("%s: %s; retry %d in %.2f s", what, reason, attempt, delay)
-            time.sleep(delay)
+            self.abort.wait(delay)
 
     # -- instruments -------------------------------------------------------------------
     def instruments(self, exchange: str) -> list[dict[str, str]]:
@@ -541,6 +545,9 @@ def fetch_into_cache(
                         res.rows += _write_batch(conn, cfg, source.name, day, batch, start, end)
                         batch = {}
             except BaseException:
+                abort = getattr(source, "abort", None)
+                if abort is not None:
+                    abort.set()  # running workers give up at their next retry
                 for f in pending:
                     f.cancel()
                 raise

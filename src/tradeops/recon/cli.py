@@ -325,13 +325,11 @@ def show_cmd(
     cal = TradingCalendar.from_config(cfg)
     if symbol:
         broker_client.split_symbol(symbol.upper())
-    t = table_identifiers(cfg)
     try:
         with open_db(cfg) as conn:
             out = show(conn, cfg, cal, day, status, kind, symbol.upper() if symbol else None, limit)
     except psycopg.Error as e:
         raise UserError(pg_error_line(cfg, e, "show", day, "show")) from None
-    del t
     if as_json:
         click.echo(report.to_json(out))
     else:
