@@ -258,7 +258,10 @@ def test_trading_day_wrapper_runs_on_a_trading_day(tmp_path):
 
 def test_trading_day_wrapper_skips_a_holiday(tmp_path):
     r = _trading_day(tmp_path, f'[calendar]\nholidays = ["{_ist_today()}"]\n')
-    assert r.returncode == 1 and "not a trading day" in r.stdout
+    # 3, not 1: the recon units list 1 in SuccessExitStatus=, which would make systemd run them
+    assert r.returncode == 3 and "not a trading day" in r.stdout
+    for unit in ("tradeops-recon.service", "tradeops-autoheal.service"):
+        assert "3" not in one(unit_file(unit), "Service", "SuccessExitStatus").split()
 
 
 def test_trading_day_wrapper_fails_loudly_on_a_broken_config(tmp_path):
