@@ -254,7 +254,11 @@ def main() -> None:
         print(f"RSS after the day           : {rss / 1024:.1f} MB (peak {hwm / 1024:.1f} MB; "
               f"target < 150 MB; {'OK' if hwm < 150 * 1024 else 'MISSED'})")
     finally:
-        admin.delete_topics([topic], operation_timeout=10)
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
+            try:
+                fut.result(30)
+            except KafkaException as e:
+                print(f"bench: could not delete {topic}: {e.args[0].str()}", file=sys.stderr)
 
 
 if __name__ == "__main__":
