@@ -195,3 +195,23 @@ def test_configured_universe_limits_fetch_and_compare(pg_cfg):
     out = run_recon(cfg, DAY)
     assert out.report["symbols"] == 3
     assert reconlib.found(cfg, DAY) == reconlib.truth(m, universe)
+
+
+def test_recon_and_autoheal_of_one_date_exclude_each_other(pg_cfg):
+    from tradeops import db
+    from tradeops.errors import UserError
+    from tradeops.recon import autoheal
+
+    m = Market(DAY, n_symbols=4, discrepancy_rate=0.01)
+    reconlib.load_internal(pg_cfg, m)
+    reconlib.load_broker_cache(pg_cfg, m)
+    cfg = replace(pg_cfg, recon=replace(pg_cfg.recon, pushgateway_url=""))
+    with db.connect(cfg, autocommit=True) as holder:  # as a running recon of that date holds it
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"tradeops-recon:{DAY}",))
+        with pytest.raises(UserError, match=f"^recon {DAY}: another recon or autoheal for this date is running$"):
+            run_recon(cfg, DAY)
+        with pytest.raises(UserError, match=f"^autoheal {DAY}: another recon or autoheal for this date is running$"):
+            autoheal.autoheal(cfg, DAY)
+        with pytest.raises(UserError, match="no bars in bars_1m that day"):  # past the lock
+            run_recon(cfg, dt.date(2026, 12, 4))
+    assert run_recon(cfg, DAY).exit_code == 1
