@@ -544,8 +544,8 @@ def render_text(rep: dict[str, Any]) -> str:
     lines: list[str] = []
     if rep.get("dry_run"):
         lines.append(
-            f"autoheal {rep['date']} (dry run, nothing changed): plan of run {rep['run_id']}"
-            + (" (resuming)" if rep["resumed"] else "")
+            f"autoheal {rep['date']} (dry run, nothing changed): "
+            + (f"plan to resume interrupted run {rep['run_id']}" if rep["resumed"] else "plan of a new run")
         )
     elif rep.get("nothing_to_do"):
         return f"autoheal {rep['date']}: nothing to heal (no open discrepancy the broker can settle)"
