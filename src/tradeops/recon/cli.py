@@ -389,8 +389,8 @@ def show(
                 "run_id": r[0],
                 "kind": r[1],
                 "status": r[2],
-                "started_at": r[3],
-                "finished_at": r[4],
+                "started_at": r[3].astimezone(cal.tz),
+                "finished_at": r[4].astimezone(cal.tz) if r[4] else None,
                 "counts": r[5],
                 "message": r[6],
             }
