@@ -320,6 +320,15 @@ def test_two_instances_rebalance_exact_sums(kafka_cfg):
                      == len(batch1) + len(batch2), 30, "batch 2 in both")
             got = _sum([snapshot(a), snapshot(b)])
             assert book_only(got) == want
+            # the CLI over both instances lists every open order exactly once
+            res = CliRunner().invoke(cli, ["oms", "orders", "--json",
+                                           "--url", f"http://{a.server.address}",
+                                           "--url", f"http://{b.server.address}"])
+            assert res.exit_code == 0, res.output
+            ids = [o["order_id"] for o in json.loads(res.output)]
+            ref = reference(batch1 + batch2).orders_json()
+            assert len(ids) == len(set(ids)) == len(ref) > 0
+            assert set(ids) == {o["order_id"] for o in ref}
         # B left: A gets its partitions back, rebuilds them, and alone equals the whole
         wait_for(lambda: sorted(ba.parts) == [0, 1, 2] and ba.ready, 40, "A owns all again")
         produce(cfg, batch3)
