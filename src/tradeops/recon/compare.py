@@ -20,11 +20,14 @@ never half-written).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
+from .. import db
 from ..config import Config
 from ..db import table_identifiers
 
@@ -218,8 +221,6 @@ def split_points(conn: psycopg.Connection, cfg: Config, scope: Scope, parts: int
 
 
 def _select_part(cfg: Config, scope: Scope) -> list[tuple]:
-    from .. import db
-
     with db.connect(cfg) as c, c.transaction():
         _set_session(c)
         return c.execute(discrepancy_select(cfg, scope), scope.params(cfg)).fetchall()
@@ -238,10 +239,6 @@ def compare_and_write(conn: psycopg.Connection, cfg: Config, scope: Scope, run_i
     ``unhealable`` row stays ``unhealable``; one that matches a ``healed`` row is reopened
     (it is a discrepancy again).
     """
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-    from dataclasses import replace
-
     t = table_identifiers(cfg)
     params = scope.params(cfg) | {"run_id": run_id}
     sym_cond = sql.SQL(" AND symbol = ANY(%(symbols)s)") if scope.symbols is not None else sql.SQL("")
