@@ -494,6 +494,23 @@ def _semantic_checks(cfg: Config, name: str) -> None:
             fail(f"[calendar].holidays[{i}]", "expected YYYY-MM-DD", d)
     if cfg.risk.reset_time and not _HHMM.match(cfg.risk.reset_time):
         fail("[risk].reset_time", "expected HH:MM", cfg.risk.reset_time)
+    if cfg.risk.flush_interval_s <= 0:
+        fail("[risk].flush_interval_s", "expected a number > 0", cfg.risk.flush_interval_s)
+    for bt, limit in cfg.risk.drawdown_limits.items():
+        if bt not in ("strategy", "sector", "underlying", "total"):
+            fail(f"[risk].drawdown_limits.{bt}", "expected a bucket type (strategy, sector, "
+                 "underlying, total)", bt)
+        if limit < 0:
+            fail(f"[risk].drawdown_limits.{bt}", "expected a number >= 0", limit)
+    for i, b in enumerate(cfg.risk.buckets):
+        if b.capital is not None and b.capital <= 0:
+            fail(f"[risk].buckets[{i}].capital", "expected a number > 0", b.capital)
+    if cfg.pairs_exporter.warmup_overlap_s < 0:
+        fail("[pairs_exporter].warmup_overlap_s", "expected a number >= 0",
+             cfg.pairs_exporter.warmup_overlap_s)
+    if cfg.pairs_exporter.kalman_warmup_windows < 1:
+        fail("[pairs_exporter].kalman_warmup_windows", "expected an integer >= 1",
+             cfg.pairs_exporter.kalman_warmup_windows)
     for key in ("price_tolerance", "price_rel_tolerance", "volume_rel_tolerance"):
         if getattr(cfg.recon, key) < 0:
             fail(f"[recon].{key}", "expected a number >= 0", getattr(cfg.recon, key))
@@ -541,6 +558,16 @@ def _semantic_checks(cfg: Config, name: str) -> None:
             fail(f"[pairs][{i}].window", "expected an integer >= 3", pair.window)
         if pair.hedge == "static" and pair.beta is None:
             fail(f"[pairs][{i}].beta", "required when hedge = \"static\"", None)
+        for key in ("leg_a", "leg_b"):
+            if not re.fullmatch(r"[A-Z][A-Z0-9]*:[A-Z0-9][A-Z0-9&_.\-]*", getattr(pair, key)):
+                fail(f"[pairs][{i}].{key}", "expected EXCHANGE:SYMBOL", getattr(pair, key))
+        if pair.leg_a == pair.leg_b:
+            fail(f"[pairs][{i}].leg_b", "expected a symbol other than leg_a", pair.leg_b)
+        if not 0 < pair.kalman_delta < 1:
+            fail(f"[pairs][{i}].kalman_delta", "expected a number in (0, 1)", pair.kalman_delta)
+        for key in ("kalman_obs_var", "zscore_band", "stale_after_s"):
+            if getattr(pair, key) <= 0:
+                fail(f"[pairs][{i}].{key}", "expected a number > 0", getattr(pair, key))
     names: set[str] = set()
     for i, prog in enumerate(cfg.supervisor.programs):
         if prog.name in names:
