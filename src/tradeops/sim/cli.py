@@ -16,6 +16,17 @@ from ..errors import UserError
 log = logging.getLogger("tradeops.sim")
 
 
+def _listen(value: str) -> tuple[str, int]:
+    """HOST:PORT from --listen, or a one-line error."""
+    try:
+        host, port = listen_addr(value)
+    except ValueError:
+        host, port = "", -1
+    if not host or not 0 <= port <= 65535:
+        raise UserError(f"--listen: expected HOST:PORT, got {value!r}")
+    return host, port
+
+
 @click.group("sim")
 def sim_group() -> None:
     """Simulated trading stack (orders, gateway, heartbeats, positions, bars) and broker API."""
@@ -62,10 +73,7 @@ def run_cmd(obj, mode: str, date_s: str | None, seed: int | None, symbols: int |
     if no_kafka:
         raise UserError("--no-kafka: only for --mode fast")
     if listen is not None:
-        try:
-            listen_addr(listen)
-        except ValueError:
-            raise UserError(f"--listen: expected HOST:PORT, got {listen!r}") from None
+        _listen(listen)
     live = runner.LiveRunner(cfg, seed, n, postgres=not no_postgres, listen=listen,
                              groups=not no_groups)
     truth = live.run()
@@ -92,11 +100,7 @@ def broker_api_cmd(obj, listen, seed, symbols, rate_limit, force_status, force_c
     from .broker_api import BAD_CANDLE_KINDS, broker_state_from_config, make_broker_server
 
     cfg = obj.cfg
-    addr = listen or cfg.sim.broker_api_listen
-    try:
-        host, port = listen_addr(addr)
-    except ValueError:
-        raise UserError(f"--listen: expected HOST:PORT, got {addr!r}") from None
+    host, port = _listen(listen or cfg.sim.broker_api_listen)
     state = broker_state_from_config(cfg, seed, symbols, rate_limit)
     if force_status and force_count:
         state.forced.extend([int(force_status)] * force_count)

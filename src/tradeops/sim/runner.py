@@ -384,8 +384,8 @@ class LiveRunner:
         try:
             self.server = make_server(host, port, self.state)
         except OSError as e:
-            raise UserError(f"[sim].metrics_listen {host}:{port}: cannot listen: "
-                            f"{e.strerror}") from None
+            where = "--listen" if listen else "[sim].metrics_listen"
+            raise UserError(f"{where} {host}:{port}: cannot listen: {e.strerror}") from None
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._backlog: deque[tuple] = deque()
         self._conn: psycopg.Connection | None = None
