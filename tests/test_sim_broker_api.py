@@ -282,6 +282,11 @@ def test_broker_api_command_errors_are_one_line(tmp_path):
                         "broker-api", "--bad-candle", "NSE:NOPE"], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and r.stderr.strip() == "tradeops: --bad-candle: unknown symbol 'NSE:NOPE'"
+    r = subprocess.run([sys.executable, "-m", "tradeops.cli", "--config", str(conf), "sim",
+                        "broker-api", "--listen", "127.0.0.1:99999"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "tradeops: --listen: expected HOST:PORT, got '127.0.0.1:99999'"
     r = subprocess.run([sys.executable, "-m", "tradeops.cli", "--config", str(conf), "sim", "run",
                         "--mode", "fast", "--date", "2026-02-30"], capture_output=True, text=True,
                        timeout=30)
