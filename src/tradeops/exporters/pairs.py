@@ -242,6 +242,7 @@ class PairsConsumeLoop(ConsumeLoop):
         self.start_ms = 0
         self.overlap_ms = int(cfg.pairs_exporter.warmup_overlap_s * 1000)
         self._kconn: psycopg.Connection | None = None
+        self.applied: dict[int, int] = {}  # partition -> next offset read by this process
         self._next_kwrite = 0.0
         self._next_prune = 0.0
         self.kalman_write_errors = 0
@@ -276,16 +277,23 @@ class PairsConsumeLoop(ConsumeLoop):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp.topic == self.topic]
-        ms = self.start_ms - self.overlap_ms
-        try:
-            found = consumer.offsets_for_times(
-                [TopicPartition(self.topic, tp.partition, ms) for tp in mine], timeout=10)
-            assign = [TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else -1)
-                      for tp in found]
-        except KafkaException as e:
-            log.warning("%s: offsets by time unavailable (%s): reading from the beginning",
-                        self.topic, e.args[0].str())
-            assign = [TopicPartition(self.topic, tp.partition, -2) for tp in mine]
+        # a partition this process already read (given back after a rebalance, e.g. when
+        # the broker restarted) continues where it was; others start warmup_overlap_s
+        # before the warm-up
+        assign = [TopicPartition(self.topic, tp.partition, self.applied[tp.partition])
+                  for tp in mine if tp.partition in self.applied]
+        fresh = [tp for tp in mine if tp.partition not in self.applied]
+        if fresh:
+            ms = self.start_ms - self.overlap_ms
+            try:
+                found = consumer.offsets_for_times(
+                    [TopicPartition(self.topic, tp.partition, ms) for tp in fresh], timeout=10)
+                assign += [TopicPartition(self.topic, tp.partition,
+                                          tp.offset if tp.offset >= 0 else -1) for tp in found]
+            except KafkaException as e:
+                log.warning("%s: offsets by time unavailable (%s): reading from the beginning",
+                            self.topic, e.args[0].str())
+                assign += [TopicPartition(self.topic, tp.partition, -2) for tp in fresh]
         consumer.assign(assign)
 
     def _on_bar(self, kind, bar, msg) -> None:
@@ -324,6 +332,7 @@ class PairsConsumeLoop(ConsumeLoop):
         positions = self._positions
         for p, off in nxt.items():
             positions[(self.topic, p)] = off
+        self.applied.update(nxt)
         for msg in errors:
             try:
                 contracts.decode(KIND, msg.value())
