@@ -12,7 +12,7 @@ sim-load-bars: up-core ## only the internal bars of DATE into bars_1m (no Kafka)
 	@echo "bars_1m loaded for $(DATE)"
 
 test-sim: up-core ## the simulator's and broker server's tests (real Kafka and PostgreSQL)
-	$(VENV)/bin/pytest tests/test_sim_market.py tests/test_sim_trading.py \
+	$(VENV)/bin/pytest tests/test_sim_config.py tests/test_sim_market.py tests/test_sim_trading.py \
 	  tests/test_sim_broker_api.py tests/test_sim_integration.py \
 	  --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
 
