@@ -214,18 +214,24 @@ class GroupConsumer(threading.Thread):
             "auto.offset.reset": "earliest", "session.timeout.ms": 10_000, "log_level": 2,
             "error_cb": lambda err: log.debug("group %s: %s", self.group, err.str())}))
         c.subscribe([self.topic])
-        paused = False
+        paused: set[tuple[str, int]] = set()  # partitions paused by the control
         last_commit = time.monotonic()
         uncommitted = 0
         idle = 0
         try:
             while not self.stop_event.is_set():
                 want_pause = self.state.group_paused.get(self.group, False)
-                if want_pause != paused:
+                if want_pause or paused:
+                    # (re)applied after every rebalance: a new assignment starts unpaused
                     assignment = c.assignment()
-                    if assignment:
-                        (c.pause if want_pause else c.resume)(assignment)
-                        paused = want_pause
+                    current = {(tp.topic, tp.partition) for tp in assignment}
+                    if want_pause and current != paused:
+                        c.pause(assignment)
+                        paused = current
+                    elif not want_pause:
+                        if assignment:
+                            c.resume(assignment)
+                        paused = set()
                 msgs = c.consume(500, 0.2)
                 if not msgs:
                     idle += 1
