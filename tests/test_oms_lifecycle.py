@@ -468,3 +468,36 @@ def test_new_trading_day_restarts_the_partition(kafka_cfg):
     finally:
         app.stop_event.set()
         t.join(15)
+
+
+class _RecordingLoop(OmsConsumeLoop):
+    """Records every offset the group commits (the framework's commit callback)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.commits: list[tuple[int, int]] = []
+
+    def _commit_cb(self, err, partitions):
+        if err is None:
+            self.commits += [(tp.partition, tp.offset) for tp in partitions
+                             if tp.error is None and tp.offset >= 0]
+        super()._commit_cb(err, partitions)
+
+
+def test_rebuild_never_commits_behind_the_group(kafka_cfg):
+    """The replay of today starts behind the group's committed offsets; committing replay
+    positions would move them backwards (REWIND for the lag monitor): it must not."""
+    cfg = unique_group(kafka_cfg)
+    events = random_day(300, 51)
+    produce(cfg, events)
+    with running(cfg) as (_, loop, _):
+        wait_for(lambda: loop.processed >= len(events), 30, "all events")
+    before = committed_offsets(cfg)
+    assert sum(before.values()) == len(events)
+    with running(cfg, loop_cls=_RecordingLoop, batch_size=10, commit_every_n=20,
+                 commit_every_s=0.01) as (_, loop2, book2):
+        assert book2.ready
+    assert loop2.commits, "no commit observed: the check would be vacuous"
+    for p, off in loop2.commits:
+        assert off >= before[p], f"partition {p}: committed {off} < {before[p]}"
+    assert committed_offsets(cfg) == before

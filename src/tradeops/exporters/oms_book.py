@@ -214,6 +214,9 @@ class PartitionBook:
         self.next_offset = -1
         # while > 0: skip records stamped before it (rebuild fallback without offsets_for_times)
         self.skip_before_ms = 0
+        # the group's committed offset at assignment: never commit below it while replaying
+        # (a committed offset going backwards reads as REWIND to the lag monitor)
+        self.commit_floor = -1
         self.rebuild_until = rebuild_until
         self.live = rebuild_until <= 0
         self.owned = True

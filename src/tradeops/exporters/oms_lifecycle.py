@@ -218,6 +218,7 @@ class OmsConsumeLoop(ConsumeLoop):
             fresh = [tp.partition for tp in mine if tp.partition not in book.parts
                      or book.parts[tp.partition].next_offset < 0]
         starts = self._rebuild_starts(consumer, fresh) if fresh else {}
+        floors = self._commit_floors(consumer, fresh) if fresh else {}
         assign = []
         with book.lock:
             for tp in mine:
@@ -228,6 +229,7 @@ class OmsConsumeLoop(ConsumeLoop):
                     pb = book.add_partition(p, rebuild_until=hwm if hwm > start else 0)
                     pb.skip_before_ms = skip_before
                     pb.next_offset = start
+                    pb.commit_floor = floors.get(p, -1)
                     log.info("%s[%d]: rebuilding from offset %d to %d (today from %s)",
                              self.topic, p, start, hwm, _fmt_ms(pb.day_start_ms))
                 else:
@@ -236,6 +238,19 @@ class OmsConsumeLoop(ConsumeLoop):
                     pb.owned = True
                 assign.append(TopicPartition(self.topic, p, pb.next_offset))
         consumer.assign(assign)
+
+    def _commit_floors(self, consumer: Consumer, parts: list[int]) -> dict[int, int]:
+        """The group's committed offsets of ``parts`` (-1: none or unknown)."""
+        if self.app is not None:
+            self.app.tick()
+        try:
+            got = consumer.committed([TopicPartition(self.topic, p) for p in parts],
+                                     timeout=self.assign_timeout_s)
+        except KafkaException as e:
+            log.warning("%s: committed offsets unavailable (%s): replay positions are committed "
+                        "as they come", self.topic, e.args[0].str())
+            return {}
+        return {tp.partition: tp.offset for tp in got if tp.error is None and tp.offset >= 0}
 
     def _rebuild_starts(self, consumer: Consumer, parts: list[int]) -> dict[int, tuple[int, int, int]]:
         """partition -> (start offset, high watermark, skip-before ms) for today's replay."""
@@ -355,8 +370,10 @@ class OmsConsumeLoop(ConsumeLoop):
                     log.info("%s[%d]: rebuilt (%d events today), now live", topic, p, pb.events)
         positions = self._positions
         for p, pb in parts.items():
-            if pb.owned and pb.next_offset >= 0:
-                positions[(topic, p)] = pb.next_offset
+            nxt = pb.next_offset
+            if pb.owned and nxt >= 0:
+                # a replay behind the group's last commit keeps that commit (no REWIND)
+                positions[(topic, p)] = nxt if nxt >= pb.commit_floor else pb.commit_floor
         for msg in errors:
             # outside the lock: reason, counter, one log line per message
             try:
