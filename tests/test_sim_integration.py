@@ -188,6 +188,7 @@ def test_live_mode_metrics_and_controls(stack_cfg):
             assert f'risk_orders_approved_total{{strategy="{s}"}}' in text
             assert f'risk_orders_rejected_total{{reason="price_band",strategy="{s}"}}' in text
         assert 'sim_up{dependency="kafka"} 1.0' in text
+        assert 'sim_consumer_decode_errors_total{group="oms-core"} 0.0' in text
         # heartbeat control
         assert _http(runner.url + "/control/heartbeat/nope/stop", "POST")[0] == 404
         assert _http(runner.url + "/control/heartbeat/oms-core/stop", "POST")[0] == 200

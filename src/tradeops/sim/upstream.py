@@ -60,6 +60,8 @@ class UpstreamCollector:
         sim_messages_produced_total{topic="oms.order_events"} 25114.0
         sim_kafka_delivery_failures_total 0.0
         sim_bars_written_total 112461.0
+        sim_consumer_messages_total{group="oms-core"} 13574.0
+        sim_consumer_decode_errors_total{group="oms-core"} 0.0
     """
 
     def __init__(self, state: SimState):
@@ -107,7 +109,17 @@ class UpstreamCollector:
             bars = CounterMetricFamily("sim_bars_written",
                                        "Internal bars written to PostgreSQL")
             bars.add_metric([], st.bars_written)
-        yield from (emitted, approved, rejected, up, hb, paused, produced, failures, bars)
+            consumed = CounterMetricFamily("sim_consumer_messages",
+                                           "Messages consumed by the simulated consumer groups",
+                                           labels=["group"])
+            bad = CounterMetricFamily("sim_consumer_decode_errors",
+                                      "Consumed messages that broke their contract (skipped)",
+                                      labels=["group"])
+            for g in sorted(st.consumed):
+                consumed.add_metric([g], st.consumed[g])
+                bad.add_metric([g], st.decode_errors.get(g, 0))
+        yield from (emitted, approved, rejected, up, hb, paused, produced, failures, bars,
+                    consumed, bad)
 
 
 def make_server(host: str, port: int, state: SimState,
