@@ -278,6 +278,12 @@ def test_restart_mid_stream_rebuilds_identical_metrics(kafka_cfg):
     with running(cfg) as (app2, loop2, book2):
         assert book2.ready and loop2.processed >= len(first) + len(second)
         after = snapshot(app2)
+        # and the stream goes on: nothing lost or doubled across the restart
+        third = random_day(200, 3)
+        produce(cfg, third)
+        total = len(first) + len(second) + len(third)
+        wait_for(lambda: val(app2, "oms_order_events_total") == total, 30, "third batch")
+        assert book_only(snapshot(app2)) == expected_samples(reference(first + second + third))
     assert after == before
     assert book_only(after) == expected_samples(reference(first + second))
     assert after[("oms_order_events_total", ())] == len(first) + len(second)
