@@ -4,7 +4,7 @@
 
 test-oms-lifecycle: up-core ## the oms-lifecycle tests (book unit tests + real Kafka)
 	$(VENV)/bin/pytest tests/test_oms_book.py tests/test_oms_lifecycle.py \
-	  tests/test_oms_lifecycle_docs.py --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+	  tests/test_oms_lifecycle_process.py tests/test_oms_lifecycle_docs.py --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
 
 bench-oms-lifecycle: up-core ## oms-lifecycle: events/s vs bare consume+decode, 1M replay, RSS
 	$(PY) bench/bench_oms_lifecycle.py
