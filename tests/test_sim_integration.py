@@ -213,6 +213,9 @@ def test_live_mode_metrics_and_controls(stack_cfg):
         time.sleep(1.5)
         status = json.loads(_http(runner.url + "/control")[1])
         assert status["heartbeats"]["oms-core"] is True
+        truth = json.loads(_http(runner.url + "/truth")[1])
+        emitted = truth["upstream_metrics"]["orders_emitted_total"]
+        assert sum(emitted.values()) > 0 and truth["heartbeats"]["risk-manager"] > 3
     finally:
         runner.stop()
         th.join(30)

@@ -7,7 +7,8 @@ Routes (127.0.0.1 by default, ``[sim].metrics_listen``):
 - ``GET /healthz``: 200 while the simulator loop is live, JSON with its dependencies;
 - ``POST /control/heartbeat/<process>/stop`` and ``/start``: silence a process's heartbeats;
 - ``POST /control/group/<group>/pause`` and ``/resume``: stop a consumer group committing;
-- ``GET /control``: the current state of the controls (JSON).
+- ``GET /control``: the current state of the controls (JSON);
+- ``GET /truth``: the ground truth counted so far (the fast mode's summary shape).
 """
 
 from __future__ import annotations
@@ -154,6 +155,11 @@ def make_server(host: str, port: int, state: SimState,
                     body = {"status": "ok" if ok else "stalled", "loop_age_seconds": round(age, 3),
                             "dependencies": dict(state.up)}
                 self._json(200 if ok else 503, body)
+            elif path == "/truth":
+                with state.lock:
+                    gen = state.generator
+                    body = gen.truth.as_dict() if gen is not None else {}
+                self._json(200, body)
             elif path == "/control":
                 with state.lock:
                     self._json(200, {"heartbeats": state.heartbeat_enabled,
