@@ -188,7 +188,8 @@ start_postgres() {
         "$(pg_bin)/postgres" -D "$data" \
         -c port="$PG_PORT" -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
         -c max_connections=300 -c fsync=off -c full_page_writes=off \
-        -c shared_buffers=128MB -c log_min_messages=warning -c log_line_prefix='%m [%p] %d '
+        -c shared_buffers=128MB -c max_wal_size=256MB -c min_wal_size=64MB \
+        -c log_min_messages=warning -c log_line_prefix='%m [%p] %d '
     fi
   else
     say "postgres already running (pid $(pid_of postgres))"
