@@ -25,6 +25,10 @@ def test_defaults_are_valid():
      "tradeops.toml: [sim].broker_rate_limit_per_s: expected a number > 0, got 0.0"),
     ('[sim]\nstuck_share = "x"\n', 'tradeops.toml: [sim].stuck_share: expected a number, got "x"'),
     ("[sim]\nstuck_shares = 0.1\n", "tradeops.toml: [sim].stuck_shares: unknown key"),
+    ('[sim]\nstrategies = ["a", "a"]\n', 'tradeops.toml: [sim].strategies[1]: expected a unique '
+     'name of letters, digits, _ . -, got "a"'),
+    ('[sim]\nstrategies = [""]\n', 'tradeops.toml: [sim].strategies[0]: expected a unique '
+     'name of letters, digits, _ . -, got ""'),
 ])
 def test_bad_values_give_one_line_errors(text, message):
     with pytest.raises(config_mod.ConfigError) as e:

@@ -479,6 +479,11 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         if not 0 <= getattr(cfg.sim, key) <= (0.2 if key == "discrepancy_rate" else 1):
             fail(f"[sim].{key}", "expected a share between 0 and "
                  + ("0.2" if key == "discrepancy_rate" else "1"), getattr(cfg.sim, key))
+    for i, strategy in enumerate(cfg.sim.strategies):
+        if (not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", strategy)
+                or strategy in cfg.sim.strategies[:i]):
+            fail(f"[sim].strategies[{i}]", "expected a unique name of letters, digits, _ . -",
+                 strategy)
     if cfg.sim.orders_per_minute < 0:
         fail("[sim].orders_per_minute", "expected a number >= 0", cfg.sim.orders_per_minute)
     if not 1 <= cfg.sim.symbols <= 20_000:
