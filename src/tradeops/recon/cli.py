@@ -91,6 +91,19 @@ def _internal_symbols(conn, cfg: Config, start: dt.datetime, end: dt.datetime) -
     return [r[0] for r in rows]
 
 
+def _symbols_compared(conn, cfg: Config, day: dt.date, wanted: list[str], scope) -> int:
+    """Symbols in the comparison: the requested ones, or (whole day) ours and those the
+    broker cache holds bars of (from the fetch log: no scan of the bars)."""
+    if scope.symbols is not None:
+        return len(set(scope.symbols))
+    t = table_identifiers(cfg)
+    broker = conn.execute(
+        sql.SQL("SELECT symbol FROM {} WHERE trading_day = %s AND rows > 0").format(t["broker_fetches"]),
+        (day,),
+    ).fetchall()
+    return len(set(wanted) | {r[0] for r in broker})
+
+
 def run_recon(
     cfg: Config,
     day: dt.date,
@@ -150,7 +163,8 @@ def run_recon(
             tuple(symbols or cfg.recon.symbols) or None,
         )
         res = compare.compare_and_write(conn, cfg, scope, run_id)
-        n_int, n_brk, n_sym = compare.side_counts(conn, cfg, scope)
+        n_int, n_brk = compare.side_counts(conn, cfg, scope)
+        n_sym = _symbols_compared(conn, cfg, day, wanted, scope)
         stages["compare"] = time.perf_counter() - t0
         stage = "report"
         t0 = time.perf_counter()

@@ -146,9 +146,6 @@ WHERE k.hit
 
 @dataclass
 class CompareResult:
-    internal_rows: int = 0
-    broker_rows: int = 0
-    symbols: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     compare_seconds: float = 0.0
 
@@ -157,15 +154,14 @@ class CompareResult:
         return sum(self.counts.values())
 
 
-def side_counts(conn: psycopg.Connection, cfg: Config, scope: Scope) -> tuple[int, int, int]:
-    """(internal rows, broker rows, distinct symbols on either side) in the scope."""
+def side_counts(conn: psycopg.Connection, cfg: Config, scope: Scope) -> tuple[int, int]:
+    """(internal rows, broker rows) in the scope: two plain counts (no per-symbol hashing)."""
     t = table_identifiers(cfg)
-    q = sql.SQL(
-        "SELECT (SELECT count(*) FROM ({i}) a), (SELECT count(*) FROM ({b}) c), "
-        "(SELECT count(*) FROM (SELECT symbol FROM ({i}) a UNION SELECT symbol FROM ({b}) c) s)"
-    ).format(i=_side(t["bars_1m"], scope), b=_side(t["broker_bars_1m"], scope))
+    q = sql.SQL("SELECT (SELECT count(*) FROM ({i}) x), (SELECT count(*) FROM ({b}) y)").format(
+        i=_side(t["bars_1m"], scope), b=_side(t["broker_bars_1m"], scope)
+    )
     row = conn.execute(q, scope.params(cfg)).fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1])
 
 
 _UPSERT = """
@@ -221,6 +217,7 @@ def split_points(conn: psycopg.Connection, cfg: Config, scope: Scope, parts: int
 
 
 def _select_part(cfg: Config, scope: Scope) -> list[tuple]:
+    """One worker: the discrepancies of its symbol slice."""
     with db.connect(cfg) as c, c.transaction():
         _set_session(c)
         return c.execute(discrepancy_select(cfg, scope), scope.params(cfg)).fetchall()
