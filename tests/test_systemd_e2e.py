@@ -151,6 +151,8 @@ def _config_text(cfg, ports: dict[str, int], *, holiday: bool) -> str:
     data["broker"]["access_token_file"] = "secrets/kite_access_token" if cfg.broker.access_token_file else ""
     for unit, (_argv, section) in DAEMONS.items():
         data[section]["listen"] = f"127.0.0.1:{ports[unit]}"
+        # own consumer groups: never join (and rebalance) the groups of a dev stack's daemons
+        data[section]["group_id"] = f"{data[section]['group_id']}-{STATE['recon_job'][-6:]}"
     data["supervisor"]["status_file"] = "/run/tradeops/supervisor.json"
     # the supervisor in the container watches one of the exporters through its /healthz
     data["supervisor"]["programs"] = [{
@@ -168,7 +170,7 @@ def _config_text(cfg, ports: dict[str, int], *, holiday: bool) -> str:
     data["calendar"]["special_sessions"] = [] if holiday else [{"date": today, "open": "09:15", "close": "15:30"}]
     data["doctor"]["units"] = list(DAEMONS)
     data["doctor"]["exporters"] = {
-        section: f"http://127.0.0.1:{ports[u]}" for u, (argv, section) in DAEMONS.items() if argv[0] == "exporter"
+        argv[1]: f"http://127.0.0.1:{ports[u]}" for u, (argv, _section) in DAEMONS.items() if argv[0] == "exporter"
     }
     data["doctor"]["kafka_data_dir"] = ""
     data["doctor"]["postgres_data_dir"] = ""
@@ -210,6 +212,7 @@ def _wait(pred, timeout: float, step: float = 0.2):
 
 # --- the steps ------------------------------------------------------------------------------
 
+@pytest.mark.timeout(900)  # includes building the .deb (module fixture) on a cold tree
 def test_install_starts_nothing_without_a_config(box, env_cfg):
     STATE["recon_job"] = f"tradeops_recon_e2e_{uuid.uuid4().hex[:6]}"
     STATE["ports"] = {u: _free_port() for u in DAEMONS}
@@ -384,8 +387,11 @@ def test_doctor_sees_the_units(box):
         return
     r = box.run("/usr/bin/tradeops", "doctor", "--check", check=False, timeout=120)
     out = r.stdout + r.stderr
+    print(f"doctor --check (exit {r.returncode}):\n{out[-3000:]}")
     present = [u for u, ok in STATE["available"].items() if ok]
-    assert all(u in out for u in present), out[-4000:]
+    for unit in present:
+        assert re.search(rf"^OK\s+unit:{re.escape(unit)}: active/running", out, re.M), out[-4000:]
+    assert re.search(r"^OK\s+unit:tradeops-recon\.timer: active/waiting", out, re.M), out[-4000:]
 
 
 def test_remove_stops_everything_and_keeps_the_config(box):
