@@ -116,6 +116,11 @@ def test_autoheal_heals_exactly_the_healable_and_second_recon_is_clean_but_unhea
     assert r.returncode == 0, r.stderr
     shown = msgspec.json.decode(r.stdout)
     assert shown["by_status"] == {"healed": n_heal, "unhealable": len(market.injected()) - n_heal}
+    r = reconlib.cli(path, "recon", "show", "--date", str(DAY), "--status", "healed", "--limit", "3")
+    rows = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("  NSE:")]
+    assert r.returncode == 0 and len(rows) == 3 and all(ln[3] == "healed" for ln in rows), r.stdout
+    assert any(ln.split()[:3] == ["autoheal", ln.split()[1], "healed"] for ln in r.stdout.splitlines()
+               if ln.strip().startswith("autoheal")), r.stdout
 
 
 def test_dry_run_changes_nothing_and_max_rows_refuses_without_force(healday, market):
