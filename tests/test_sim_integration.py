@@ -30,8 +30,8 @@ DAY = date(2026, 12, 3)
 replace = msgspec.structs.replace
 
 
-def consume_all(cfg, topic: str) -> list[tuple[bytes, bytes]]:
-    """Every message of a topic, from the beginning to the high watermarks."""
+def consume_all(cfg, topic: str) -> list[tuple[bytes, bytes, int]]:
+    """Every message (key, value, record timestamp ms) of a topic, to the high watermarks."""
     c = Consumer(client_conf(cfg, **{"group.id": f"t-read-{uuid.uuid4().hex[:8]}",
                                      "enable.auto.commit": False}))
     try:
@@ -50,7 +50,7 @@ def consume_all(cfg, topic: str) -> list[tuple[bytes, bytes]]:
             for m in c.consume(10_000, 1.0):
                 if m.error():
                     continue
-                out.append((m.key(), m.value()))
+                out.append((m.key(), m.value(), m.timestamp()[1]))
                 if m.offset() + 1 >= ends.get(m.partition(), 0):
                     ends.pop(m.partition(), None)
         assert not ends, f"{topic}: could not read to the end"
@@ -90,7 +90,12 @@ def test_fast_day_in_kafka_and_postgres_matches_its_ground_truth(stack_cfg):
     for kind in ("order_events", "gateway_events", "heartbeats", "positions", "bars_1m"):
         msgs = consume_all(cfg, topics[kind])
         got[topics[kind]] = len(msgs)
-        decoded[kind] = [(k, v) for k, v in msgs]
+        decoded[kind] = [(k, v) for k, v, _ in msgs]
+        # record timestamps are the simulated day's: the event's ts, a bar's close
+        for _, v, ts_ms in msgs[:300]:
+            ev = contracts.decode(kind, v)
+            delay = 60_000 if kind == "bars_1m" else 0
+            assert ts_ms == int(ev.ts.timestamp() * 1000) + delay
     assert got == summary["topics"]
     assert sum(got.values()) > 100_000
     # order events per canonical status, Kite strings on the wire
@@ -222,7 +227,7 @@ def test_live_mode_metrics_and_controls(stack_cfg):
     assert not th.is_alive(), "live sim did not stop"
     # oms-core fell silent between stop and start; the others never did
     beats: dict[str, list[float]] = {}
-    for k, v in consume_all(cfg, topics["heartbeats"]):
+    for k, v, _ in consume_all(cfg, topics["heartbeats"]):
         beats.setdefault(k.decode(), []).append(
             contracts.decode("heartbeats", v).ts.timestamp())
     oms = sorted(beats["oms-core"])

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import time as Time
 
 import psycopg
@@ -41,6 +41,7 @@ from .upstream import SimState, make_server
 log = logging.getLogger("tradeops.sim")
 
 GROUPS: dict[str, str] = {"oms-core": "gateway_events", "gateway-zerodha": "order_events"}
+BAR_PUBLISH_DELAY = timedelta(minutes=1)
 MAX_PG_BACKLOG = 2_000_000  # rows kept for PostgreSQL while it is away (live mode)
 
 
@@ -163,12 +164,22 @@ class KafkaSink:
         encode = contracts.encode
         produce = self.producer.produce
         counts: dict[str, int] = {}
+        # fast mode: record time = when it happened on the simulated day, never in the future
+        # (brokers reject records stamped ahead of their clock: log.message.timestamp.after.max.ms)
+        stamp = self.strict
+        now_ms = int(time.time() * 1000)
         for kind, key, msg in batch:
             topic = self.topics[kind]
             value = encode(msg)
+            ts_ms = 0
+            if stamp:
+                # a bar is published when its minute closes; everything else at its ts
+                when = msg.ts + BAR_PUBLISH_DELAY if kind == "bars_1m" else msg.ts
+                ts_ms = min(int(when.timestamp() * 1000), now_ms)
             while True:
                 try:
-                    produce(topic, value, key.encode(), on_delivery=self._delivered)
+                    produce(topic, value, key.encode(), on_delivery=self._delivered,
+                            timestamp=ts_ms)
                     break
                 except BufferError:
                     # queue full: serve deliveries; in live mode with Kafka away, drop
