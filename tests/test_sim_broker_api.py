@@ -193,7 +193,7 @@ def test_rate_limit_429_and_stats(secrets_cfg):
         for _ in range(6):
             t = time.monotonic()
             assert get(path)[0] == 200
-            time.sleep(max(0.0, 0.36 - (time.monotonic() - t)))
+            time.sleep(max(0.0, 0.45 - (time.monotonic() - t)))  # slack for a loaded CI box
         stats = json.loads(get(url + "/_stats", {})[1])
         assert stats["rate_limited_total"] == 0 and stats["max_requests_in_1s"] <= 3
     finally:
