@@ -173,16 +173,19 @@ def test_rate_limit_429_and_stats(secrets_cfg):
     srv, url = serve_in_thread(state)
     try:
         path = hist(url, 10000 * 256 + 1, "2026-12-03 09:15:00", "2026-12-03 09:16:00")
-        codes = [get(path)[0] for _ in range(5)]  # well within one second
-        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
-        code, body, _ = get(path)
-        doc = json.loads(body)
-        assert code == 429 and doc["error_type"] == "NetworkException"
-        assert doc["message"] == "Too many requests"
+        t0 = time.monotonic()
+        replies = [get(path) for _ in range(6)]
+        codes = [r[0] for r in replies]
+        if time.monotonic() - t0 < 0.9:  # the usual case: all six inside one second
+            assert codes == [200, 200, 200, 429, 429, 429]
+        assert codes[:3] == [200, 200, 200] and 429 in codes
+        doc = json.loads(replies[codes.index(429)][1])
+        assert doc == {"status": "error", "message": "Too many requests", "data": None,
+                       "error_type": "NetworkException"}
         stats = json.loads(get(url + "/_stats", {})[1])
-        assert stats["max_requests_in_1s"] == 6
         assert stats["max_served_in_1s"] == 3
-        assert stats["rate_limited_total"] == 3
+        assert stats["rate_limited_total"] == codes.count(429)
+        assert stats["max_requests_in_1s"] >= 4
         # the instruments dump has its own (10/s) limit
         assert get(url + "/instruments")[0] == 200
         time.sleep(1.05)
