@@ -225,6 +225,11 @@ def test_install_starts_nothing_without_a_config(box, env_cfg):
     assert box.run("systemctl", "is-active", "tradeops-recon.timer").stdout.strip() == "active"
     for unit in DAEMONS:
         assert box.show(unit, "ActiveState")["ActiveState"] == "inactive", unit
+    # the installed units verify cleanly with the real executables and the real man page
+    r = box.sh("systemd-analyze verify /lib/systemd/system/tradeops*.service "
+               "/lib/systemd/system/tradeops*.timer /lib/systemd/system/tradeops.target", check=False)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    assert box.run("man", "-w", "tradeops").stdout.strip().endswith("tradeops.1.gz")
     # the example is a conffile; the live config is the operator's
     assert box.path("/etc/tradeops/tradeops.toml.example").is_file()
     assert not box.path(CONFIG).exists()
@@ -379,6 +384,44 @@ def test_recon_is_skipped_on_a_holiday_without_failing(box, env_cfg):
     # no job-status record was written for a skipped run
     assert box.path("/var/lib/tradeops/jobs/tradeops-recon.service.json").stat().st_mtime == STATE["recon_record_mtime"]
     _write_config(box, env_cfg, holiday=False)
+
+
+def test_recon_failure_is_recorded_for_alerts_and_the_doctor(box, env_cfg):
+    """OnFailure= end to end: a recon that cannot reach PostgreSQL (wrong password) fails
+    (exit 2); the hook writes the job record and pushes tradeops_job_failed 1."""
+    secret = box.path("/etc/tradeops/secrets/pg_password")
+    if not env_cfg.postgres.password_file:
+        pytest.fail("the test stack's PostgreSQL has no password: cannot provoke the failure")
+    good = secret.read_text()
+    secret.write_text("wrong-" + good)
+    try:
+        box.run("systemctl", "reset-failed", "tradeops-recon.service", check=False)
+        r = box.run("systemctl", "start", "tradeops-recon.service", check=False, timeout=300)
+        props = box.show("tradeops-recon.service", "Result", "ActiveState", "ExecMainStatus")
+        assert r.returncode != 0 and props["ActiveState"] == "failed" and props["ExecMainStatus"] == "2", props
+        path = "/var/lib/tradeops/jobs/tradeops-recon.service.json"
+        rec = _wait(lambda: (lambda d: d if d.get("result") == "failed" else None)(
+            json.loads(box.path(path).read_text())), 30)
+        assert rec and rec["service_result"] == "exit-code" and rec["exit_status"] == "2", rec
+        url = env_cfg.recon.pushgateway_url
+
+        def pushed():
+            code, text = _http(f"{url}/metrics")
+            return code == 200 and re.search(
+                r'^tradeops_job_failed\{[^}]*unit="tradeops-recon\.service"[^}]*\} 1$', text, re.M)
+
+        assert _wait(pushed, 30), box.journal("tradeops-job-status@failed:tradeops-recon.service.service")[-2000:]
+        # a broken config is not a "holiday": the condition fails the job (exit 255) instead of skipping it
+        box.path(CONFIG).write_text(box.path(CONFIG).read_text() + "\n[calendar_typo]\n")
+        box.run("systemctl", "reset-failed", "tradeops-recon.service", check=False)
+        r = box.run("systemctl", "start", "tradeops-recon.service", check=False, timeout=120)
+        props = box.show("tradeops-recon.service", "Result", "ActiveState")
+        assert r.returncode != 0 and props["ActiveState"] == "failed", props
+        assert "failing the job" in box.journal("tradeops-recon.service")
+    finally:
+        secret.write_text(good)
+        _write_config(box, env_cfg, holiday=False)
+        box.run("systemctl", "reset-failed", "tradeops-recon.service", check=False)
 
 
 def test_doctor_sees_the_units(box):
