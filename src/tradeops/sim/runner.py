@@ -256,15 +256,22 @@ class GroupConsumer(threading.Thread):
                         self.state.decode_errors[self.group] += 1
                     self.state.consumed[self.group] += 1
                     uncommitted += 1
-                if uncommitted and (uncommitted >= 1000 or time.monotonic() - last_commit > 1):
+                at_end = (self.drain_event.is_set() and not msgs and idle >= 3
+                          and self._at_end(c))
+                if uncommitted and (at_end or uncommitted >= 1000
+                                    or time.monotonic() - last_commit > 1):
+                    last_commit = time.monotonic()
                     try:
                         c.commit(asynchronous=False)
+                        uncommitted = 0
                     except KafkaException as e:
-                        log.debug("group %s commit: %s", self.group, e)
-                    uncommitted = 0
-                    last_commit = time.monotonic()
-                if self.drain_event.is_set() and not msgs and idle >= 3 and self._at_end(c):
-                    self.caught_up = True
+                        if e.args[0].code() == KafkaError._NO_OFFSET:
+                            uncommitted = 0  # nothing of the current assignment to commit
+                        else:  # e.g. a rebalance: kept, retried next round
+                            log.debug("group %s commit: %s", self.group, e)
+                            continue
+                if at_end:
+                    self.caught_up = True  # everything consumed and committed
                     return
         finally:
             if uncommitted:
