@@ -242,6 +242,12 @@ start_prometheus() {
     start_bg prometheus "$bin" --config.file="$REPO/infra/prometheus/prometheus.yml" \
       --storage.tsdb.path="$STATE/prometheus" --storage.tsdb.retention.time=7d \
       --web.listen-address=127.0.0.1:$PROM_PORT --web.enable-lifecycle
+  elif "$(dirname $bin)/promtool" check config "$REPO/infra/prometheus/prometheus.yml" >/dev/null 2>&1; then
+    # already running: apply the current config and rules (a no-op when unchanged)
+    curl -fsS -o /dev/null --max-time 10 -X POST "http://127.0.0.1:$PROM_PORT/-/reload" \
+      || say "prometheus: reload failed (see $(log_file prometheus))"
+  else
+    say "prometheus: infra/prometheus/prometheus.yml is invalid (promtool check config): kept the running config"
   fi
   wait_http "http://127.0.0.1:$PROM_PORT/-/ready" 60 prometheus
   say "prometheus ready on http://127.0.0.1:$PROM_PORT"
