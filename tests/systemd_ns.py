@@ -233,7 +233,7 @@ class SystemdContainer:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input,
                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                                 "DEBIAN_FRONTEND": "noninteractive", "SYSTEMD_PAGER": "",
-                                "SYSTEMD_COLORS": "0"})
+                                "SYSTEMD_COLORS": "0", "TZ": "UTC"})
         if check and r.returncode != 0:
             raise ContainerError(f"{shlex.join(argv)} -> exit {r.returncode}\n{r.stdout}\n{r.stderr}")
         return r

@@ -223,6 +223,11 @@ def test_install_starts_nothing_without_a_config(box, env_cfg):
     assert st[:2] == ["750 root tradeops", "750 root tradeops"]
     assert box.run("systemctl", "is-enabled", "tradeops.target").stdout.strip() == "enabled"
     assert box.run("systemctl", "is-active", "tradeops-recon.timer").stdout.strip() == "active"
+    # the timer is armed for the next weekday at 16:15 IST = 10:45 UTC
+    nxt = box.show("tradeops-recon.timer", "NextElapseUSecRealtime")["NextElapseUSecRealtime"]
+    if nxt.startswith("@"):
+        nxt = dt.datetime.fromtimestamp(float(nxt[1:]), dt.UTC).strftime("%a %Y-%m-%d %H:%M:%S UTC")
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri) \d{4}-\d\d-\d\d 10:45:00 UTC", nxt), nxt
     for unit in DAEMONS:
         assert box.show(unit, "ActiveState")["ActiveState"] == "inactive", unit
     # the installed units verify cleanly with the real executables and the real man page
