@@ -407,3 +407,17 @@ def test_kafka_down_inhibits_the_lag_alert(session):
     assert st["inhibitedBy"]
     assert state("KafkaDown")["state"] == "active"
     assert state("OmsStuckOrders")["state"] == "active"   # not caused by Kafka: not inhibited
+
+
+def test_trading_warning_goes_to_the_trading_channel_only(session):
+    """The simulator leaves some orders stuck on purpose: OmsStuckOrders (warning, team
+    trading) reaches the trading Slack channel, and neither the platform channel nor Teams."""
+    rcv = session["receiver"]
+    msg = wait_until("OmsStuckOrders on the trading channel",
+                     lambda: rcv.find("/slack_trading", "OmsStuckOrders (warning, team trading)",
+                                      "orders stuck in"), 90)[0]
+    (att,) = msg["attachments"]
+    assert att["title"].startswith("[FIRING:") and att["color"] == "warning"
+    assert "orders stuck in" in att["text"] and "docs/alerts.md#omsstuckorders" in att["text"]
+    assert not rcv.find("/slack_platform", "OmsStuckOrders")
+    assert not rcv.find("/teams", "OmsStuckOrders")
