@@ -2,7 +2,7 @@
 PROMTOOL ?= promtool
 AMTOOL   ?= .state/bin/amtool
 
-.PHONY: rules-test dashboards test-mixin
+.PHONY: rules-test dashboards test-mixin monitoring-reload
 
 rules-test: ## promtool check config/rules + test rules, amtool check-config (mixin)
 	$(PROMTOOL) check config infra/prometheus/prometheus.yml
@@ -16,3 +16,7 @@ dashboards: ## regenerate infra/grafana/dashboards/*.json from infra/grafana/das
 
 test-mixin: up-core ## the mixin's tests: rules/config checks, dashboards JSON, live panel queries, alert e2e
 	$(VENV)/bin/pytest tests/test_mixin*.py --timeout=$(PYTEST_TIMEOUT) $(PYTEST_ARGS)
+
+monitoring-reload: rules-test ## after editing rules/prometheus.yml/alertmanager.yml: check, then reload the running dev Prometheus and Alertmanager
+	curl -fsS -X POST http://127.0.0.1:19090/-/reload
+	@$(STACK) start alertmanager

@@ -234,3 +234,19 @@ def test_dashboards_have_stable_unique_uids_and_complete_panels():
             n_panels += 1
     assert n_panels == 49
     assert (GRAFANA / "provisioning" / "dashboards" / "tradeops.yml").exists()
+
+
+def test_recon_not_run_times_match_the_calendar_and_the_doctor(base_cfg):
+    """ReconNotRun hard-codes the close (10:00 UTC) and the due time (11:00 UTC): they must be
+    [calendar].session_close in [calendar].timezone and that + [doctor].recon_grace_s."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    cal = base_cfg.calendar
+    h, m = map(int, cal.session_close.split(":"))
+    close = dt.datetime(2026, 12, 3, h, m, tzinfo=ZoneInfo(cal.timezone)).astimezone(dt.UTC)
+    due = close + dt.timedelta(seconds=base_cfg.doctor.recon_grace_s)
+    (rule,) = [r for r in alert_rules() if r["alert"] == "ReconNotRun"]
+    assert f"time() % 86400 + {close.hour} * 3600" in rule["expr"]
+    assert f"hour() >= {due.hour}" in rule["expr"]
+    assert close.minute == 0 and due.minute == 0

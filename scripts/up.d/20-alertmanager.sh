@@ -16,8 +16,14 @@ for f in slack_platform slack_trading teams; do
   [[ -s "$sec/${f}_webhook_url" ]] || (umask 077; echo "http://127.0.0.1:19095/$f" >"$sec/${f}_webhook_url")
 done
 cfg="$STATE/alertmanager/alertmanager.yml"
+old="$(cat "$cfg" 2>/dev/null || true)"
 "$PY" "$REPO/infra/alertmanager/render.py" "$cfg" --secrets "$sec"
 "$STATE/bin/amtool" check-config "$cfg" >/dev/null || die "alertmanager: $cfg is invalid (amtool check-config)"
+# already running with an older config: reload it (make up after editing alertmanager.yml)
+if is_running alertmanager && [[ "$old" != "$(cat "$cfg")" ]]; then
+  curl -fsS -X POST http://127.0.0.1:19094/-/reload >/dev/null || die "alertmanager: reload of $cfg failed (log $(log_file alertmanager))"
+  say "alertmanager: config changed, reloaded"
+fi
 start_bg alertmanager "$bin" --config.file="$cfg" --storage.path="$STATE/alertmanager/data" \
   --web.listen-address=127.0.0.1:19094 --cluster.listen-address= --log.level=info
 wait_http http://127.0.0.1:19094/-/ready 30 alertmanager
