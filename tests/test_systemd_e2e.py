@@ -374,21 +374,28 @@ def test_recon_runs_on_a_trading_day(box, env_cfg, broker):
 
 def test_recon_is_skipped_on_a_holiday_without_failing(box, env_cfg):
     _write_config(box, env_cfg, holiday=True)
-    today = _ist_today()
-    n0 = _recon_runs(env_cfg, today)
-    box.run("systemctl", "reset-failed", "tradeops-recon.service", check=False)
-    r = box.run("systemctl", "start", "tradeops-recon.service", check=False, timeout=120)
-    props = box.show("tradeops-recon.service", "Result", "ActiveState", "ConditionResult")
-    # skipped, not failed: systemd 252 records the skip as Result=exec-condition
-    assert r.returncode == 0 and props["ActiveState"] == "inactive", props
-    assert props["Result"] == "exec-condition" and props["ConditionResult"] == "no", props
-    assert "failed" not in box.run("systemctl", "is-failed", "tradeops-recon.service", check=False).stdout
-    journal = box.journal("tradeops-recon.service")
-    assert "not a trading day" in journal and "exec-condition" in journal, journal[-2000:]
-    assert _recon_runs(env_cfg, today) == n0
-    # no job-status record was written for a skipped run
-    assert box.path("/var/lib/tradeops/jobs/tradeops-recon.service.json").stat().st_mtime == STATE["recon_record_mtime"]
-    _write_config(box, env_cfg, holiday=False)
+    try:
+        today = _ist_today()
+        n0 = _recon_runs(env_cfg, today)
+        hook = "tradeops-job-status@ok:tradeops-recon.service.service"
+        hook_runs = box.journal(hook).count("nothing recorded")
+        box.run("systemctl", "reset-failed", "tradeops-recon.service", check=False)
+        r = box.run("systemctl", "start", "tradeops-recon.service", check=False, timeout=120)
+        props = box.show("tradeops-recon.service", "Result", "ActiveState", "ConditionResult")
+        # skipped, not failed: systemd 252 records the skip as Result=exec-condition
+        assert r.returncode == 0 and props["ActiveState"] == "inactive", props
+        assert props["Result"] == "exec-condition" and props["ConditionResult"] == "no", props
+        assert "failed" not in box.run("systemctl", "is-failed", "tradeops-recon.service", check=False).stdout
+        journal = box.journal("tradeops-recon.service")
+        assert "not a trading day" in journal and "exec-condition" in journal, journal[-2000:]
+        assert _recon_runs(env_cfg, today) == n0
+        # systemd still triggers OnSuccess=: the hook runs and records nothing for a skip
+        assert _wait(lambda: box.journal(hook).count("nothing recorded") > hook_runs, 30), box.journal(hook)[-2000:]
+        rec = json.loads(box.path("/var/lib/tradeops/jobs/tradeops-recon.service.json").read_text())
+        assert rec["result"] == "ok" and box.path(
+            "/var/lib/tradeops/jobs/tradeops-recon.service.json").stat().st_mtime == STATE["recon_record_mtime"]
+    finally:
+        _write_config(box, env_cfg, holiday=False)
 
 
 def test_recon_failure_is_recorded_for_alerts_and_the_doctor(box, env_cfg):

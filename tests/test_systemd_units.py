@@ -356,3 +356,11 @@ def test_job_status_reports_an_unwritable_state_dir_in_one_line(tmp_path):
     (tmp_path / "state").write_text("a file, not a folder")
     r = _job_status(tmp_path, "failed:tradeops-recon.service", "http://127.0.0.1:9")
     assert r.returncode == 1 and "cannot write the record" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_job_status_records_nothing_for_a_skipped_run(tmp_path):
+    """systemd 252 triggers OnSuccess= when ExecCondition= skipped the job: no record, no push."""
+    r = _job_status(tmp_path, "ok:tradeops-recon.service", "http://127.0.0.1:9",
+                    {"MONITOR_SERVICE_RESULT": "exec-condition"})
+    assert r.returncode == 0 and "nothing recorded" in r.stdout, r.stderr
+    assert not (tmp_path / "state").exists()
