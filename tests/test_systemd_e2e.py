@@ -167,7 +167,10 @@ def _config_text(cfg, ports: dict[str, int], *, holiday: bool) -> str:
     data["recon"]["symbols"] = []
     today = _ist_today()
     data["calendar"]["holidays"] = [today] if holiday else []
-    data["calendar"]["special_sessions"] = [] if holiday else [{"date": today, "open": "09:15", "close": "15:30"}]
+    # today is a trading day whose session has already closed (at 00:01 IST), whatever the
+    # time of day, so /usr/libexec/tradeops/session-date names today (not between 00:00 and
+    # 00:01 IST, when it would rightly name the previous session)
+    data["calendar"]["special_sessions"] = [] if holiday else [{"date": today, "open": "00:00", "close": "00:01"}]
     data["doctor"]["units"] = list(DAEMONS)
     data["doctor"]["exporters"] = {
         argv[1]: f"http://127.0.0.1:{ports[u]}" for u, (argv, _section) in DAEMONS.items() if argv[0] == "exporter"

@@ -80,8 +80,11 @@ def unit_root(tmp_path_factory) -> Path:
     (root / "usr/lib/systemd").mkdir(parents=True)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
     (root / "lib").symlink_to("usr/lib")
+    (root / "bin").symlink_to("usr/bin")
     for d in ("etc/systemd/system", "run", "var/lib", "tmp", "usr/bin", "usr/libexec/tradeops"):
         (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/sh", root / "usr/bin/sh")
+    shutil.copy(UNITS / "session-date", root / "usr/libexec/tradeops/session-date")
     for name in ALL_UNITS:
         shutil.copy(UNITS / name, root / "usr/lib/systemd/system" / name)
     shutil.copy(UNITS / "trading-day", root / "usr/libexec/tradeops/trading-day")
@@ -200,9 +203,8 @@ def test_execstart_commands_exist_in_the_cli():
         if not unit.endswith(".service"):
             continue
         for line in values(unit_file(unit), "Service", "ExecStart"):
-            argv = line.split()
-            if argv[0] == "/usr/bin/tradeops":
-                assert argv[1] in SUBCOMMANDS, f"{unit}: {line}"
+            for sub in re.findall(r"/usr/bin/tradeops (\S+)", line):
+                assert sub in SUBCOMMANDS, f"{unit}: {line}"
 
 
 def test_jobs_record_their_result():
@@ -364,3 +366,49 @@ def test_job_status_records_nothing_for_a_skipped_run(tmp_path):
                     {"MONITOR_SERVICE_RESULT": "exec-condition"})
     assert r.returncode == 0 and "nothing recorded" in r.stdout, r.stderr
     assert not (tmp_path / "state").exists()
+
+
+# --- the session the after-close jobs reconcile, with the real calendar -------------------
+
+def _session_date(tmp_path, calendar_toml: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "tradeops.toml"
+    cfg.write_text(calendar_toml)
+    return subprocess.run([str(VENV_PY), str(UNITS / "session-date")], env={"PATH": "/usr/bin:/bin",
+                          "TRADEOPS_CONFIG": str(cfg)}, capture_output=True, text=True, timeout=60)
+
+
+def _load_session_date():
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("session_date", str(UNITS / "session-date"))
+    spec = importlib.util.spec_from_loader("session_date", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def test_session_date_after_the_close_is_today_before_it_the_previous_session():
+    """Timer run at 16:15 IST -> today; a catch-up at Monday 09:00 -> the Friday before;
+    Saturday -> Friday; the day after a holiday, before the close -> the day before it."""
+    from tradeops.config import loads
+
+    mod = _load_session_date()
+    ist = zoneinfo.ZoneInfo("Asia/Kolkata")
+    cfg = loads('[calendar]\nholidays = ["2026-12-07"]\n')
+    at = lambda s: dt.datetime.fromisoformat(s).replace(tzinfo=ist)  # noqa: E731
+    assert mod.session_date(cfg, at("2026-12-03T16:15")) == dt.date(2026, 12, 3)  # Thu after close
+    assert mod.session_date(cfg, at("2026-12-03T15:29")) == dt.date(2026, 12, 2)  # Thu before close
+    assert mod.session_date(cfg, at("2026-12-05T10:00")) == dt.date(2026, 12, 4)  # Sat -> Fri
+    assert mod.session_date(cfg, at("2026-12-07T16:15")) == dt.date(2026, 12, 4)  # holiday Mon -> Fri
+    assert mod.session_date(cfg, at("2026-12-08T09:00")) == dt.date(2026, 12, 4)  # Tue catch-up -> Fri
+    # the same instant given in UTC: 10:45 UTC is 16:15 IST
+    assert mod.session_date(cfg, dt.datetime(2026, 12, 3, 10, 45, tzinfo=dt.UTC)) == dt.date(2026, 12, 3)
+
+
+def test_session_date_command_prints_a_date_and_fails_in_one_line(tmp_path):
+    r = _session_date(tmp_path, "[calendar]\n")
+    assert r.returncode == 0 and re.fullmatch(r"\d{4}-\d\d-\d\d\n", r.stdout), r.stderr
+    r = _session_date(tmp_path, '[calendar]\ntimezone = "Mars/Olympus"\n')
+    assert r.returncode == 2 and r.stderr.startswith("session-date: tradeops.toml: [calendar].timezone")
+    assert "Traceback" not in r.stderr
