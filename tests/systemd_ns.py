@@ -16,7 +16,8 @@ What it does (facts in shared/notes/systemd-in-namespace.md):
 - :meth:`run` drives it with ``nsenter -t <pid> -a`` (systemctl, journalctl, apt-get);
   :meth:`path` is the container's root seen from the host (``/proc/<pid>/root``);
 - :meth:`stop` sends SIGRTMIN+4 (systemd's "poweroff" in a container), waits, removes the
-  cgroup. The tmpfs goes with the mount namespace.
+  cgroup. The tmpfs goes with the mount namespace. Should the test process die first,
+  PR_SET_PDEATHSIG kills unshare and ``--kill-child`` the container with it.
 
 Never used to install anything on the host: every change lives in the container's tmpfs.
 """
@@ -24,6 +25,7 @@ Never used to install anything on the host: every change lives in the container'
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -36,6 +38,7 @@ from pathlib import Path
 
 CGROUP_BASE = Path("/sys/fs/cgroup/unified")
 BOOT_TARGET = "tradeops-test-boot.target"
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # Units that cannot or must not run in the container.
 MASK = [
@@ -137,6 +140,7 @@ class SystemdContainer:
             raise ContainerError("a systemd container needs root")
         if not CGROUP_BASE.is_dir():
             raise ContainerError(f"{CGROUP_BASE} missing: no cgroup2 hierarchy for the container")
+        self._sweep_stale()
         self.cgroup.mkdir()
         inner = self.scratch / "inner.sh"
         inner.write_text(INNER)
@@ -147,11 +151,14 @@ class SystemdContainer:
 
         def into_cgroup() -> None:  # runs in the child, before exec of unshare
             procs.write_text(str(os.getpid()))
+            # if the test process dies (killed, timed out), unshare gets SIGKILL, and its
+            # --kill-child takes the container's PID 1, so the whole namespace, with it
+            _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
         log = open(self.scratch / "launcher.log", "wb")  # noqa: SIM115 - kept open for the child
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--cgroup",
+            ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup",
              "--propagation", "private", "/bin/bash", str(inner), str(tmpfs_dir), BOOT_TARGET,
              " ".join(MASK), CAPS_DROP],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -210,6 +217,18 @@ class SystemdContainer:
         self.proc = None
         self._remove_cgroup()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _sweep_stale(self) -> None:
+        """Empty cgroup folders left by a container whose test process was killed (rmdir
+        of a cgroup that still has processes fails, so a live container is never touched)."""
+        prefix = self.name.rsplit("-", 1)[0] + "-"
+        for d in CGROUP_BASE.glob(prefix + "*"):
+            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                              reverse=True):
+                with contextlib.suppress(OSError):
+                    sub.rmdir()
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     def _remove_cgroup(self) -> None:
         deadline = time.monotonic() + 10
