@@ -37,6 +37,7 @@ import uuid
 from pathlib import Path
 
 CGROUP_BASE = Path("/sys/fs/cgroup/unified")
+REPO = Path(__file__).resolve().parents[1]
 BOOT_TARGET = "tradeops-test-boot.target"
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -65,7 +66,7 @@ CAPS_DROP = "cap_sys_module,cap_sys_time,cap_sys_boot,cap_sys_rawio,cap_mknod,ca
 INNER = r"""#!/bin/bash
 # PID 1 of the new namespaces: build the root, pivot into it, exec systemd.
 set -euo pipefail
-T="$1"; BOOT="$2"; MASKS="$3"; CAPS="$4"
+T="$1"; BOOT="$2"; MASKS="$3"; CAPS="$4"; KEEP="${5:-}"
 mount -t tmpfs -o mode=755 tmpfs "$T"
 mkdir -p "$T/upper" "$T/work" "$T/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$T/upper,workdir=$T/work" "$T/root"
@@ -87,6 +88,9 @@ ln -s /proc/self/fd "$R/dev/fd"; ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"; ln -s /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$R/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R/tmp"
+# the checkout (and its .venv) must stay visible even when it lives under /tmp or /run,
+# which the container covers with its own tmpfs (CI clones into a folder of its choosing)
+if [ -n "$KEEP" ] && [ -d "$KEEP" ]; then mkdir -p "$R$KEEP"; mount --bind "$KEEP" "$R$KEEP"; fi
 E="$R/etc/systemd/system"
 mkdir -p "$E"
 for u in $MASKS; do ln -sf /dev/null "$E/$u"; done
@@ -160,7 +164,7 @@ class SystemdContainer:
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup",
              "--propagation", "private", "/bin/bash", str(inner), str(tmpfs_dir), BOOT_TARGET,
-             " ".join(MASK), CAPS_DROP],
+             " ".join(MASK), CAPS_DROP, str(REPO)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=into_cgroup, start_new_session=True,
         )
