@@ -4,9 +4,12 @@
 # runs in a private network namespace (its own loopback: 127.0.0.1:19092 etc. are free there).
 # The install steps that download (pip, Maven) run first, outside the namespace; inside,
 # they find everything in place. Usage: scripts/lib/ci_local.sh [CLONE_DIR]
+# Limits: inside the namespace no package registry is reachable, so a test that downloads
+# (the .deb build's pip) fails here although it passes in CI. The clone is in /var/tmp, not
+# /tmp: tests that boot a systemd with a private /tmp would not see a checkout in /tmp.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-dir="${1:-/tmp/tradeops-ci-local}"
+dir="${1:-/var/tmp/tradeops-ci-local}"
 [[ $(id -u) -eq 0 ]] || { echo "ci-local: needs root (unshare -n)" >&2; exit 1; }
 if [[ -L "$dir/.state/pg" ]]; then rm -rf "$(readlink -f "$dir/.state/pg")"; fi
 rm -rf "$dir"
