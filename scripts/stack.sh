@@ -109,6 +109,7 @@ start_kafka() {
 
 stop_kafka() {
   # SIGTERM = controlled shutdown; a single node needs a few seconds
+  is_running kafka || { stop_bg kafka; return 0; }   # not ours to wait for: only clear the pid file
   stop_bg kafka 45 TERM
   wait_port_free 127.0.0.1 19092 20
   wait_port_free 127.0.0.1 19093 20
@@ -224,6 +225,7 @@ PY
 }
 
 stop_postgres() {
+  is_running postgres || { stop_bg postgres; return 0; }
   # SIGINT = fast shutdown (SIGTERM would wait for every client to disconnect)
   stop_bg postgres 30 INT
   wait_port_free 127.0.0.1 "$PG_PORT" 20
@@ -267,8 +269,14 @@ start_pushgateway() {
   say "pushgateway ready on http://127.0.0.1:$PUSH_PORT"
 }
 
-stop_prometheus() { stop_bg prometheus 30 TERM; wait_port_free 127.0.0.1 $PROM_PORT 10; }
-stop_pushgateway() { stop_bg pushgateway 15 TERM; wait_port_free 127.0.0.1 $PUSH_PORT 10; }
+stop_prometheus() {
+  is_running prometheus || { stop_bg prometheus; return 0; }
+  stop_bg prometheus 30 TERM; wait_port_free 127.0.0.1 $PROM_PORT 10
+}
+stop_pushgateway() {
+  is_running pushgateway || { stop_bg pushgateway; return 0; }
+  stop_bg pushgateway 15 TERM; wait_port_free 127.0.0.1 $PUSH_PORT 10
+}
 
 # ---------------------------------------------------------------- commands
 
