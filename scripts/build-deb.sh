@@ -41,7 +41,9 @@ fi
 # only what goes into the package (tests, bench and other docs do not trigger a rebuild)
 mapfile -t files < <(git ls-files --cached --others --exclude-standard -- \
   src setup.cfg pyproject.toml README.md requirements.lock debian systemd supervisor \
-  packaging docs/deploy.md | sort)
+  packaging docs/deploy.md infra/prometheus/prometheus.yml infra/prometheus/rules \
+  infra/alertmanager/alertmanager.yml infra/alertmanager/render.py infra/alertmanager/templates \
+  infra/grafana/provisioning infra/grafana/dashboards | sort)
 sum="$( { printf '%s\n' "${files[@]}"; for f in "${files[@]}"; do [[ -f $f ]] && cat "$f"; done; } | sha256sum | cut -c1-64)"
 if ((!force)) && [[ -f $deb && -f $OUT/.stamp && "$(cat "$OUT/.stamp")" == "$sum" ]]; then
   say "up to date: $deb"; echo "$deb"; exit 0

@@ -241,6 +241,18 @@ def test_install_starts_nothing_without_a_config(box, env_cfg):
     # the example is a conffile; the live config is the operator's
     assert box.path("/etc/tradeops/tradeops.toml.example").is_file()
     assert not box.path(CONFIG).exists()
+    # the monitoring mixin's host variant (tests/test_deb_monitoring.py checks its contents)
+    mon = "/usr/share/tradeops/monitoring"
+    listed = set(box.sh(f"cd {mon} && find . -type f | sort").stdout.split())
+    for sub, pattern in (("prometheus/rules", "*.yml"), ("alertmanager/templates", "*.tmpl"),
+                         ("grafana/dashboards", "*.json")):
+        names = {f"./{sub}/{p.name}" for p in (REPO / "infra" / sub).glob(pattern)}
+        assert names and names <= listed, (sub, sorted(listed))
+    for f in ("prometheus/prometheus.yml", "alertmanager/alertmanager.yml",
+              "grafana/provisioning/datasources/tradeops.yml", "grafana/provisioning/dashboards/tradeops.yml"):
+        assert f"./{f}" in listed, (f, sorted(listed))
+    prom = box.path(f"{mon}/prometheus/prometheus.yml").read_text()
+    assert f"  - {mon}/prometheus/rules/*.yml\n" in prom and "127.0.0.1:19" not in prom, prom
     # the packaged command runs on Debian's python3 with the vendored, compiled wheels
     r = box.run("/usr/bin/tradeops", "--version")
     assert "tradeops" in r.stdout
