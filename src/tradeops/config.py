@@ -42,6 +42,12 @@ class KafkaConfig(_S):
     sasl_username: str = ""
     sasl_password_file: str = ""
     request_timeout_s: float = 5.0
+    # consumer-group session of the exporters' consumers: a member that stops
+    # heartbeating (killed, SIGSTOPped) is dropped after this long, so its restarted
+    # replacement gets the partitions within about this time (librdkafka's 45 s default
+    # made a watchdog restart take ~54 s). Must lie within the broker's
+    # group.min/max.session.timeout.ms (6 s .. 30 min by default); heartbeats every third
+    consumer_session_timeout_s: float = 10.0
 
 
 class PostgresConfig(_S):
@@ -544,6 +550,9 @@ def _semantic_checks(cfg: Config, name: str) -> None:
         fail("[calendar].session_close", "expected later than session_open", cfg.calendar.session_close)
     if not 1 <= cfg.postgres.port <= 65535:
         fail("[postgres].port", "expected a port 1-65535", cfg.postgres.port)
+    if not 1 <= cfg.kafka.consumer_session_timeout_s <= 3600:
+        fail("[kafka].consumer_session_timeout_s", "expected a number of seconds in [1, 3600]",
+             cfg.kafka.consumer_session_timeout_s)
     g = cfg.gateway_oms
     if g.lag_window < 2:
         fail("[gateway_oms].lag_window", "expected an integer >= 2", g.lag_window)

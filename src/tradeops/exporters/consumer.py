@@ -15,6 +15,10 @@
   -> probe now) and a cheap metadata probe every ``probe_interval_s`` (every second while
   down) drive ``<prefix>_up{dependency="kafka"}``; the loop never exits on broker errors and
   recovers by itself when the broker comes back.
+- Group session: ``[kafka].consumer_session_timeout_s`` (default 10 s, heartbeats every
+  third): a member killed without leaving the group (SIGKILL, watchdog after SIGSTOP) is
+  dropped by the broker after that long, so its restarted replacement gets the partitions
+  and sends READY=1 within about that time instead of librdkafka's 45 s default.
 - Every iteration calls ``app.tick()`` (liveness + WATCHDOG=1) and ``on_tick(now)``; one
   blocking consume lasts at most ``app.max_poll_s()``.
 """
@@ -65,8 +69,14 @@ class ConsumeLoop:
         self.commit_every_n = commit_every_n
         self.commit_every_s = commit_every_s
         self.probe_interval_s = probe_interval_s
+        session_ms = int(cfg.kafka.consumer_session_timeout_s * 1000)
         self.conf = client_conf(cfg, **{
             "group.id": group_id,
+            # a killed/hung predecessor holds its partitions until its session expires:
+            # a short session lets a restarted exporter become READY within seconds
+            # (librdkafka's default 45 s made a watchdog restart take ~54 s)
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 3),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": auto_offset_reset,
