@@ -356,7 +356,9 @@ class RecordTimestamps:
     and that record's time is used.
     """
 
-    def __init__(self, conf: Mapping):
+    def __init__(self, conf: Mapping, overrides: Mapping | None = None):
+        # overrides: librdkafka settings applied last (bench/bench_lag_scrape.py measures
+        # the old fetch.queue.backoff.ms with it)
         self.consumer = Consumer({
             **conf,
             "group.id": f"{conf.get('client.id', 'tradeops')}-lag-reader",
@@ -365,18 +367,36 @@ class RecordTimestamps:
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "queued.min.messages": 1,
+            # with queued.min.messages = 1 every fetched record "exceeds" the queue
+            # threshold, and librdkafka >= 2.4 then postpones the partition's next fetch
+            # by fetch.queue.backoff.ms (default 1 s): each read of a new offset took 1.0 s,
+            # half the scrape budget (docs/benchmarks.md, EXP-TUNE)
+            "fetch.queue.backoff.ms": 0,
+            "fetch.wait.max.ms": 10,  # a fetch left in flight at unassign delays the next read
             "fetch.max.bytes": 1048576,
             "max.partition.fetch.bytes": 65536,
             "log_level": 2,
+            **(overrides or {}),
         })
         self.cache: dict[TPO, float | None] = {}
         self.reads = 0  # records actually fetched (tests: the cache works)
 
     def get(self, wanted: Iterable[TPO], deadline: float) -> dict[TPO, float | None]:
         wanted = set(wanted)
-        todo = {(t, p): o for t, p, o in wanted if (t, p, o) not in self.cache}
-        if todo:
+        missing = sorted(k for k in wanted if k not in self.cache)
+        # one assignment reads one offset per partition: several groups lagging on the same
+        # partition at different offsets (oms-core and oms-lifecycle on oms.order_events)
+        # take one round each (a read is a few ms)
+        while missing and time.monotonic() < deadline:
+            todo: dict[TP, int] = {}
+            rest = []
+            for t, p, o in missing:
+                if (t, p) in todo:
+                    rest.append((t, p, o))
+                else:
+                    todo[(t, p)] = o
             self._read(todo, deadline)
+            missing = rest
         return {k: self.cache.get(k) for k in wanted}
 
     def retain(self, keep: Iterable[TPO]) -> None:
