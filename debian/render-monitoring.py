@@ -9,9 +9,10 @@ when used (default: OUT itself; debian/rules passes /usr/share/tradeops/monitori
 every absolute path written into the files points inside PREFIX.
 
 One source of truth: infra/ holds the dev-stack files; this script only rewrites the
-dev-only values (ports 19090/19091/19094, 5 s scrape interval, `env: dev`, the simulator's
-scrape job, relative rule paths, the Grafana dashboards path), and fails when one of the
-expected dev values is missing, so a change in infra/ cannot silently ship a dev value.
+dev-only values (ports 19090/19091/19094, 5 s scrape interval, `env: dev`, the dev-only
+scrape jobs (simulator, kafka-broker), relative rule paths, the Grafana dashboards path),
+and fails when one of the expected dev values is missing or a dev port is left, so a
+change in infra/ cannot silently ship a dev value.
 Alertmanager paths go through infra/alertmanager/render.py (the dev stack's renderer).
 Standard library only: it runs under Debian's python3 at package build time.
 """
@@ -36,6 +37,8 @@ HOST_PROMETHEUS = "127.0.0.1:9090"
 HOST_PUSHGATEWAY = "127.0.0.1:9091"
 HOST_ALERTMANAGER = "127.0.0.1:9093"
 HOST_SCRAPE_INTERVAL = "15s"
+# scrape jobs of the dev stack only: the simulator and the JMX agent of the dev broker
+DEV_ONLY_JOBS = {"simulator", "kafka-broker"}
 
 
 class RenderError(Exception):
@@ -60,24 +63,39 @@ def _resub(text: str, pattern: str, new: str, where: str) -> str:
 
 def _header(src: str) -> str:
     return (f"# GENERATED from {src} by debian/render-monitoring.py at package build:\n"
-            "# the host variant of the dev-stack file (docs/deploy.md, \"Monitoring\").\n"
-            "# Do not edit here; copy to /etc and edit the copy, or change infra/.\n")
+            "# the host variant of the dev-stack file (docs/deploy.md, \"The monitoring mixin on\n"
+            "# the host\"). Do not edit here; copy to /etc and edit the copy, or change infra/.\n")
+
+
+def _drop_dev_jobs(text: str, where: str) -> str:
+    """Remove the scrape jobs of DEV_ONLY_JOBS (each a blank-line separated block under
+    scrape_configs, its comment lines included)."""
+    head, sep, jobs = text.partition("\nscrape_configs:\n")
+    if not sep:
+        raise RenderError(f"{where}: no scrape_configs")
+    kept, dropped = [], set()
+    for block in jobs.strip("\n").split("\n\n"):
+        names = re.findall(r"^  - job_name: (\S+)$", block, flags=re.M)
+        if len(names) != 1:
+            raise RenderError(f"{where}: expected one job_name per blank-line separated block, got {names}")
+        if names[0] in DEV_ONLY_JOBS:
+            dropped.add(names[0])
+        else:
+            kept.append(block)
+    if "simulator" not in dropped:
+        raise RenderError(f"{where}: no simulator job to drop (DEV_ONLY_JOBS out of date?)")
+    return head + sep + "\n\n".join(kept) + "\n"
 
 
 def render_prometheus(text: str, prefix: str) -> str:
     w = "infra/prometheus/prometheus.yml"
-    lines = text.splitlines(keepends=True)
-    # the simulator scrape job (dev stack only) is the file's last block: drop it
-    start = [i for i, ln in enumerate(lines) if ln.startswith("  # the simulator's upstream metrics")]
-    if len(start) != 1 or "job_name: simulator" not in "".join(lines[start[0]:]):
-        raise RenderError(f"{w}: the simulator scrape job is not the last block any more")
-    text = "".join(lines[:start[0]]).rstrip("\n") + "\n"
+    text = _drop_dev_jobs(text, w)
     # the dev file's leading comment describes the dev stack: replace it
     body = text.split("\nglobal:\n", 1)
     if len(body) != 2 or not all(ln.startswith("#") for ln in body[0].splitlines()):
         raise RenderError(f"{w}: expected a leading comment block, then `global:`")
-    text = ("# Prometheus of tradeops on a host (docs/deploy.md, \"Monitoring\"; alerts in\n"
-            "# docs/alerts.md). Targets: the exporters on their default ports, Debian's\n"
+    text = ("# Prometheus of tradeops on a host (docs/deploy.md, \"The monitoring mixin on the\n"
+            "# host\"; alerts in docs/alerts.md). Targets: the exporters on their default ports, Debian's\n"
             f"# Pushgateway ({HOST_PUSHGATEWAY}) and Alertmanager ({HOST_ALERTMANAGER}), all on 127.0.0.1.\n"
             "# kafka_exporter is not scraped; consumer-group lag comes from the gateway-oms exporter.\n"
             "global:\n" + body[1])
@@ -91,7 +109,8 @@ def render_prometheus(text: str, prefix: str) -> str:
     # absolute: /etc/prometheus/prometheus.yml may be a copy or a symlink of this file
     text = _sub(text, "  - rules/*.yml\n", f"  - {prefix}/prometheus/rules/*.yml\n", w)
     if "127.0.0.1:19" in text:
-        raise RenderError(f"{w}: a dev port (127.0.0.1:19xxx) is left in the host variant")
+        raise RenderError(f"{w}: a dev port (127.0.0.1:19xxx) is left in the host variant "
+                          "(a new dev-only job? add it to DEV_ONLY_JOBS of debian/render-monitoring.py)")
     return _header(w) + text
 
 

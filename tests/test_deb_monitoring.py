@@ -187,6 +187,17 @@ def test_a_dev_value_that_moved_fails_the_build_with_one_line(tmp_path):
     text = (INFRA / "grafana/provisioning/dashboards/tradeops.yml").read_text().replace("/var/lib", "/srv")
     with pytest.raises(rm.RenderError, match="/var/lib/tradeops/grafana/dashboards"):
         rm.render_grafana_dashboards(text, PKG_PREFIX)
+    # dev-only jobs are dropped with their comments; an unknown job on a dev port fails
+    base = (INFRA / "prometheus" / "prometheus.yml").read_text().rstrip("\n")
+    jmx = "\n\n  # dev broker JMX agent\n  - job_name: kafka-broker\n    static_configs:\n" \
+          "      - targets: [\"127.0.0.1:19308\"]\n"
+    out = rm.render_prometheus(base + jmx, PKG_PREFIX)
+    assert "kafka-broker" not in out and "JMX" not in out and "simulator" not in out
+    assert yaml.safe_load(out)["scrape_configs"] == yaml.safe_load(
+        rm.render_prometheus(base.split("\n\n  - job_name: kafka-broker")[0] + "\n", PKG_PREFIX))["scrape_configs"]
+    other = jmx.replace("kafka-broker", "dev-thing")
+    with pytest.raises(rm.RenderError, match="dev port .* DEV_ONLY_JOBS"):
+        rm.render_prometheus(base + other, PKG_PREFIX)
     # the command: one line on stderr, exit 1, nothing half-written in the way of dpkg
     p = run(["/usr/bin/python3", REPO / "debian/render-monitoring.py", tmp_path / "x" / "y",
              "--prefix", PKG_PREFIX])
