@@ -10,7 +10,8 @@
 #   scripts/stack.sh start|stop|restart SERVICE   kafka, postgres, prometheus, pushgateway,
 #                                         or NAME of an up.d service (scripts/up.d/NN-NAME.sh)
 #
-# Ports: Kafka 19092 (controller 19093), PostgreSQL 15432, Prometheus 19090, Pushgateway 19091.
+# Ports: Kafka 19092 (controller 19093, JMX exporter metrics 19308), PostgreSQL 15432,
+# Prometheus 19090, Pushgateway 19091.
 # How it is assembled and what was measured: docs/stack.md.
 set -euo pipefail
 
@@ -22,6 +23,10 @@ KAFKA_HOME="$STATE/kafka"
 KAFKA_LIB="$KAFKA_HOME/lib"
 KAFKA_BOOTSTRAP="127.0.0.1:19092"
 KAFKA_TIMEOUT="${KAFKA_TIMEOUT:-90}"
+# broker/topic metrics: the Prometheus JMX exporter agent inside the broker's JVM (in place of
+# kafka_exporter, which the Go module proxy refuses here); rules: scripts/kafka/jmx-exporter.yml
+KAFKA_JMX_PORT=19308
+KAFKA_JMX_AGENT="$KAFKA_LIB/agent/jmx_prometheus_javaagent.jar"
 PG_DATA="$STATE/pg"
 PG_PORT=15432
 PG_TIMEOUT="${PG_TIMEOUT:-60}"
@@ -89,15 +94,23 @@ start_kafka() {
   else
     [[ -n "$(ls "$KAFKA_LIB"/kafka_2.13-*.jar 2>/dev/null)" ]] \
       || die "kafka: no broker jars in $KAFKA_LIB: run 'scripts/stack.sh install'"
+    [[ -s "$KAFKA_JMX_AGENT" ]] \
+      || die "kafka: no JMX exporter agent at $KAFKA_JMX_AGENT: run 'scripts/stack.sh install'"
     if adopt kafka 19092 "$KAFKA_HOME/config/server.properties"; then
       :
     elif port_open 127.0.0.1 19092 || port_open 127.0.0.1 19093; then
       die "kafka: port 19092/19093 is taken by pid $(port_owner 19092)$(port_owner 19093), not by this stack"
+    elif port_open 127.0.0.1 "$KAFKA_JMX_PORT"; then
+      # the agent binds in premain: a taken port would abort the JVM with a Java stack trace
+      die "kafka: JMX exporter port $KAFKA_JMX_PORT is taken by pid $(port_owner "$KAFKA_JMX_PORT"), not by this stack"
     else
       kafka_render_config
       kafka_format
       kafka_java
-      start_bg kafka "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_HOME/config/server.properties"
+      # the agent only on the broker (not the storage tool): 127.0.0.1 only
+      start_bg kafka "${JAVA_CMD[@]}" \
+        "-javaagent:$KAFKA_JMX_AGENT=127.0.0.1:$KAFKA_JMX_PORT:$REPO/scripts/kafka/jmx-exporter.yml" \
+        kafka.Kafka "$KAFKA_HOME/config/server.properties"
     fi
   fi
   local t0=$SECONDS
@@ -341,7 +354,7 @@ cmd_up() {
 tradeops dev stack is up (state in $STATE, logs in $LOG_DIR):
   Prometheus   http://127.0.0.1:$PROM_PORT   (targets: /targets)
   Pushgateway  http://127.0.0.1:$PUSH_PORT
-  Kafka        $KAFKA_BOOTSTRAP
+  Kafka        $KAFKA_BOOTSTRAP  (broker/topic metrics http://127.0.0.1:$KAFKA_JMX_PORT/metrics)
   PostgreSQL   postgresql://tradeops@127.0.0.1:$PG_PORT/tradeops (password: .state/secrets/pg_password)
   Metrics      gateway-oms :9811  oms-lifecycle :9812  risk-drawdown :9813  pairs :9814
                supervisor :9815  simulator :9816  (http://127.0.0.1:PORT/metrics, when started)

@@ -86,7 +86,7 @@ def test_every_alert_is_unit_tested_firing_and_quiet():
                 else:
                     quiet.add(case["alertname"])
     names = {r["alert"] for r in alert_rules()}
-    assert len(names) == 20
+    assert len(names) == 23
     assert names - fires == set(), "alerts never tested firing"
     assert names - quiet == set(), "alerts never tested quiet"
 
@@ -200,7 +200,7 @@ def test_render_points_secrets_and_templates_elsewhere(tmp_path):
 # ------------------------------------------------------------------ Grafana
 
 UIDS = {"tradeops-overview", "tradeops-oms", "tradeops-risk", "tradeops-pairs", "tradeops-recon",
-        "tradeops-supervisor"}
+        "tradeops-supervisor", "tradeops-kafka"}
 
 
 def dashboards() -> list[dict]:
@@ -232,7 +232,7 @@ def test_dashboards_have_stable_unique_uids_and_complete_panels():
             g = p["gridPos"]
             assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, where
             n_panels += 1
-    assert n_panels == 49
+    assert n_panels == 58
     assert (GRAFANA / "provisioning" / "dashboards" / "tradeops.yml").exists()
 
 

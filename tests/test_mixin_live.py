@@ -228,6 +228,8 @@ def session(base_cfg, pg_ready, kafka_ready, tmp_path_factory):
         ports = {name: free_port() for name in
                  ("gateway-oms", "oms-lifecycle", "risk-drawdown", "pairs", "supervisor", "simulator",
                   "pushgateway", "prometheus", "alertmanager")}
+        # the JMX exporter agent in the shared dev broker these tests produce to (scripts/stack.sh)
+        ports["kafka-broker"] = 19308
         uniq = uuid.uuid4().hex[:8]
         cfg = replace(
             cfg,
@@ -319,7 +321,7 @@ def panel_targets():
 def test_every_dashboard_panel_returns_data(session):
     prom = session["prom"]
     targets = list(panel_targets())
-    assert len({(u, t) for u, t, _ in targets}) == 49
+    assert len({(u, t) for u, t, _ in targets}) == 58
 
     def missing():
         out = []

@@ -244,6 +244,39 @@ def supervisor() -> dict:
     ], "Programs watched by `tradeops supervise`: states, restarts, heartbeats.")
 
 
+def kafka() -> dict:
+    topics = 'topic!~"__.*"'  # Kafka's internal topics (__consumer_offsets, ...) are not ours
+    return dashboard("tradeops-kafka", "tradeops / Kafka broker", [
+        panel("Broker state and active controller",
+              [target("kafka_server_broker_state", "state {{instance}}", instant=True),
+               target("kafka_controller_active_controller_count", "active controller {{instance}}", instant=True)],
+              kind="stat", desc="Broker state 3 = RUNNING. Alert KafkaNoActiveController when no broker is the active controller."),
+        panel("Under-replicated and offline partitions",
+              [target("kafka_server_replicamanager_under_replicated_partitions", "under-replicated {{instance}}"),
+               target("kafka_controller_offline_partitions", "offline {{instance}}")],
+              desc="Alerts KafkaUnderReplicatedPartitions (5m) and KafkaOfflinePartitions (1m)."),
+        panel("Bytes in per second, top 10 topics",
+              [target(f"topk(10, sum by (topic) (rate(kafka_server_brokertopicmetrics_bytes_in_total{{{topics}}}[1m])))", "{{topic}}")],
+              unit="Bps"),
+        panel("Bytes out per second, top 10 topics",
+              [target(f"topk(10, sum by (topic) (rate(kafka_server_brokertopicmetrics_bytes_out_total{{{topics}}}[1m])))", "{{topic}}")],
+              unit="Bps"),
+        panel("Messages in per second, top 10 topics",
+              [target(f"topk(10, sum by (topic) (rate(kafka_server_brokertopicmetrics_messages_in_total{{{topics}}}[1m])))", "{{topic}}")]),
+        panel("Produce and Fetch requests per second",
+              [target("sum by (request) (rate(kafka_network_requests_total[1m]))", "{{request}}")],
+              desc="Fetch includes consumers' long polls (fetch.wait.max.ms)."),
+        panel("Request total time p50 / p99",
+              [target('kafka_network_request_time_seconds{quantile="0.50"}', "p50 {{request}}"),
+               target('kafka_network_request_time_seconds{quantile="0.99"}', "p99 {{request}}")],
+              unit="s", desc="The broker's own recent-window quantiles; Fetch waits up to fetch.wait.max.ms when there is nothing to read."),
+        panel("Log size on disk, top 10 topics",
+              [target(f"topk(10, sum by (topic) (kafka_log_size_bytes{{{topics}}}))", "{{topic}}")], unit="bytes"),
+        panel("Partitions hosted per broker",
+              [target("kafka_server_replicamanager_partitions", "{{instance}}")]),
+    ], "Broker and topic metrics from the Prometheus JMX exporter agent in the Kafka broker (job kafka-broker): state, replication, per-topic traffic, requests, log sizes.")
+
+
 DASHBOARDS = {
     "overview": overview,
     "oms": oms,
@@ -251,6 +284,7 @@ DASHBOARDS = {
     "pairs": pairs,
     "recon": recon,
     "supervisor": supervisor,
+    "kafka": kafka,
 }
 
 
