@@ -123,3 +123,14 @@ def test_session_timeout_reaches_the_consumer_config(base_cfg):
     assert loop.conf["session.timeout.ms"] == 7500
     assert loop.conf["heartbeat.interval.ms"] == 2500
     assert client_conf(cfg).get("session.timeout.ms") is None  # producers/admins untouched
+
+
+def test_bad_session_timeout_is_a_one_line_config_error(tmp_path):
+    conf = tmp_path / "tradeops.toml"
+    conf.write_text("[kafka]\nconsumer_session_timeout_s = 0.5\n")
+    res = subprocess.run([sys.executable, "-m", "tradeops.cli", "--config", str(conf),
+                          "exporter", "gateway-oms"], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[kafka].consumer_session_timeout_s" in lines[0], res.stderr
