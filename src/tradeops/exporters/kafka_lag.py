@@ -380,6 +380,7 @@ class RecordTimestamps:
         })
         self.cache: dict[TPO, float | None] = {}
         self.reads = 0  # records actually fetched (tests: the cache works)
+        self._known_topics: set[str] = set()
 
     def get(self, wanted: Iterable[TPO], deadline: float) -> dict[TPO, float | None]:
         wanted = set(wanted)
@@ -406,6 +407,14 @@ class RecordTimestamps:
 
     def _read(self, todo: dict[TP, int], deadline: float) -> None:
         c = self.consumer
+        for topic in sorted({t for t, _ in todo} - self._known_topics):
+            # the first assignment of a topic otherwise waits ~1 s for librdkafka's own
+            # leader lookup; an explicit metadata request takes a few ms
+            try:
+                c.list_topics(topic, timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                self._known_topics.add(topic)
+            except KafkaException as e:
+                log.debug("metadata of %s: %s", topic, e.args[0].str())
         c.assign([TopicPartition(t, p, o) for (t, p), o in todo.items()])
         pending = dict(todo)
         try:
