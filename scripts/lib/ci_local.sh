@@ -5,8 +5,7 @@
 # The install steps that download (pip, Maven) run first, outside the namespace; inside,
 # they find everything in place. Usage: scripts/lib/ci_local.sh [CLONE_DIR]
 # Limits: inside the namespace no package registry is reachable, so a test that downloads
-# (the .deb build's pip) fails here although it passes in CI. The clone is in /var/tmp, not
-# /tmp: tests that boot a systemd with a private /tmp would not see a checkout in /tmp.
+# (the .deb build's pip) fails here although it passes in CI.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dir="${1:-/var/tmp/tradeops-ci-local}"
