@@ -11,13 +11,13 @@ import time
 import pytest
 
 from tradeops import config as config_mod
+from tradeops.sd_notify import Notifier, WatchdogTimer
 from tradeops.supervisor import cli as sup_cli
 from tradeops.supervisor import metrics, states
 from tradeops.supervisor.heartbeat import FileSource, parse_systemctl_show, reading_from_unit
 from tradeops.supervisor.policy import RestartPolicy
 from tradeops.supervisor.process import child_env
 from tradeops.supervisor.states import ProcessState as S
-from tradeops.supervisor.supervisor import Notifier
 
 
 def test_transition_table_guards_every_edge():
@@ -84,23 +84,27 @@ def test_file_source_reads_mtime(tmp_path):
     assert src.read(time.time()).last == 1000.0
 
 
-def test_notifier_sends_ready_and_watchdog_at_half_interval(tmp_path):
+def test_notifier_sends_ready_and_watchdog_within_half_interval(tmp_path):
     path = str(tmp_path / "notify.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     srv.bind(path)
     srv.settimeout(1)
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())})
-    assert n.watchdog_interval == 1.0
-    n.send("READY=1")
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+    now = [10.0]
+    n, w = Notifier.from_env(env), WatchdogTimer.from_env(env, clock=lambda: now[0])
+    assert w.interval_s is not None and w.interval_s <= 1.0  # at least every half of WATCHDOG_USEC
+    n.notify("READY=1")
     assert srv.recv(100) == b"READY=1"
-    assert n.ping_due(10.0) == 11.0
+    assert w.next_due() == 10.0 and w.due()
+    n.notify("WATCHDOG=1")
     assert srv.recv(100) == b"WATCHDOG=1"
-    assert n.ping_due(10.5) == 11.0  # not due again yet: nothing sent
-    srv.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        srv.recv(100)
+    now[0] = 10.4
+    assert not w.due()  # not due again yet: nothing to send
+    assert w.next_due() == 10.5
+    now[0] = 10.5
+    assert w.due()
     # WATCHDOG_PID of another process: the watchdog is not ours
-    assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert not WatchdogTimer.from_env({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).enabled
 
 
 def _snap(**states_by_name):

@@ -9,7 +9,8 @@ the work loop, clean SIGTERM/SIGINT shutdown (offsets committed), and its own he
 ``<prefix>_up{dependency}``, ``<prefix>_scrape_duration_seconds``,
 ``<prefix>_decode_errors_total{topic}``, ``<prefix>_handler_errors_total{topic}``.
 
-Modules: :mod:`.runtime` (:class:`Exporter`, Health, WatchdogTimer, Notifier, LoopState),
+Modules: :mod:`.runtime` (:class:`Exporter`, Health, LoopState; Notifier and WatchdogTimer
+come from :mod:`tradeops.sd_notify`, shared with the supervisor),
 :mod:`.http` (server), :mod:`.collect` (single-flight scrape-time collection),
 :mod:`.consumer` (:class:`ConsumeLoop`, the Kafka work loop), :mod:`.render` (the fast
 text exposition and ``FastGaugeFamily``), :mod:`.kafka_lag`.

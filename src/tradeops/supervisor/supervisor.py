@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import Config, ProgramConfig, listen_addr, secret_path
 from ..errors import UserError
+from ..sd_notify import Notifier, WatchdogTimer
 from . import states
 from .heartbeat import Reading, Source, build_sources
 from .metrics import render
@@ -36,43 +37,6 @@ from .states import ProcessState
 
 S = ProcessState
 log = logging.getLogger("tradeops.supervisor")
-
-
-class Notifier:
-    """sd_notify over $NOTIFY_SOCKET, errors logged once (sdnotify swallows them)."""
-
-    def __init__(self, env: dict[str, str] | None = None):
-        env = os.environ if env is None else env
-        self.addr = env.get("NOTIFY_SOCKET", "")
-        usec = env.get("WATCHDOG_USEC", "")
-        pid = env.get("WATCHDOG_PID", "")
-        ok = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
-        self.watchdog_interval = int(usec) / 1e6 / 2 if ok else None
-        self.next_ping = 0.0
-        self.sock: socket.socket | None = None
-        self._warned = False
-        if self.addr:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-
-    def send(self, msg: str) -> None:
-        if self.sock is None:
-            return
-        addr = "\0" + self.addr[1:] if self.addr.startswith("@") else self.addr
-        try:
-            self.sock.sendto(msg.encode(), addr)
-        except OSError as e:
-            if not self._warned:
-                log.warning("sd_notify to %s failed: %s", self.addr, e.strerror)
-                self._warned = True
-
-    def ping_due(self, now: float) -> float | None:
-        """Send WATCHDOG=1 when due; return the next due time (monotonic)."""
-        if self.watchdog_interval is None:
-            return None
-        if now >= self.next_ping:
-            self.send("WATCHDOG=1")
-            self.next_ping = now + self.watchdog_interval
-        return self.next_ping
 
 
 @dataclass
@@ -113,7 +77,8 @@ class Supervisor:
         self.status_path = secret_path(cfg, sc.status_file) if sc.status_file else None
         self.poll = sc.poll_interval_s
         self.http = http
-        self.notifier = Notifier()
+        self.notifier = Notifier.from_env()
+        self.watchdog = WatchdogTimer.from_env()
         self.commands: queue.Queue[tuple[str, str, queue.Queue]] = queue.Queue()
         self.stopping = False
         self.stop_deadline: float | None = None
@@ -442,7 +407,7 @@ class Supervisor:
         for p in self.programs.values():
             self._start(p, now, adopt=True)  # STOPPED -> STARTING
         self._publish(time.time())
-        self.notifier.send(f"READY=1\nSTATUS=supervising {len(self.programs)} programs")
+        self.notifier.notify(f"READY=1\nSTATUS=supervising {len(self.programs)} programs")
         log.info("supervising %d programs; metrics and status on http://%s",
                  len(self.programs), self.cfg.supervisor.listen)
         try:
@@ -468,9 +433,11 @@ class Supervisor:
             self._reap_dying(t0)
             self.loop_duration = time.monotonic() - t0
             self._publish(wall)
-            next_ping = self.notifier.ping_due(time.monotonic())
+            if self.watchdog.due():  # from the main loop itself: a stuck loop stops the pings
+                self.notifier.notify("WATCHDOG=1")
+            next_ping = self.watchdog.next_due()
             if self.stopping and self._all_stopped():
-                self.notifier.send("STATUS=stopped")
+                self.notifier.notify("STATUS=stopped")
                 log.info("all programs stopped; exiting")
                 return 0
             timeout = self._next_wait(time.monotonic(), next_ping)
@@ -496,7 +463,7 @@ class Supervisor:
         return max(0.0, min(deadlines) - now)
 
     def _begin_stop(self, now: float) -> None:
-        self.notifier.send("STOPPING=1\nSTATUS=stopping children")
+        self.notifier.notify("STOPPING=1\nSTATUS=stopping children")
         log.info("stopping: SIGTERM to every child's process group")
         grace = 0.0
         for p in self.programs.values():
