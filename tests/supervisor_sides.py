@@ -14,10 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from waiting import wait_for
 
 PY = sys.executable
 DEMO = [PY, "-m", "tradeops.supervisor.demo"]
@@ -62,17 +63,6 @@ def markers(path: Path) -> list[tuple[str, int, float]]:
 
 def starts(path: Path) -> list[tuple[int, float]]:
     return [(pid, t) for what, pid, t in markers(path) if what == "start"]
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Ours:

@@ -27,6 +27,7 @@ from tradeops.contracts import GatewayEvent, Heartbeat, encode
 from tradeops.exporters.gateway_oms import GatewayOmsState, LabelBounds, StateCollector, build
 from tradeops.exporters.runtime import LoopState
 from tradeops.kafka_admin import client_conf
+from waiting import wait_for
 
 replace = msgspec.structs.replace
 T0 = datetime(2026, 12, 3, 9, 15, tzinfo=UTC)
@@ -114,15 +115,6 @@ def high_watermarks(cfg, topic: str, partitions: int) -> dict[int, int]:
                 for p in range(partitions)}
     finally:
         c.close()
-
-
-def wait_for(pred, timeout=30.0, step=0.05, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Running:
@@ -297,14 +289,14 @@ critical_processes = {{ "oms-core" = 30.0 }}
             except OSError:
                 return False
 
-        wait_for(healthy, timeout=30, step=0.2, what="/healthz 200")
+        wait_for(healthy, timeout=30, interval=0.2, what="/healthz 200")
 
         # the command starts at `latest` on a new group: heartbeat until one is seen
         def seen() -> bool:
             produce(cfg, t.heartbeats, [encode(hb("oms-core", time.time()))])
             return 'tradeops_heartbeat_up{process="oms-core"} 1.0' in metrics()
 
-        wait_for(seen, timeout=30, step=0.3, what="heartbeat consumed")
+        wait_for(seen, timeout=30, interval=0.3, what="heartbeat consumed")
         produce(cfg, t.gateway_events, [encode(gw("fill", dt=i)) for i in range(7)])
         wait_for(lambda: 'gateway_fills_total{gateway="zerodha"} 7.0' in metrics(), what="fills")
         t0 = time.monotonic()
@@ -342,7 +334,7 @@ def test_lag_of_configured_groups_served_on_metrics(gw_cfg):
                     in text and f'kafka_consumergroup_status{{consumergroup="{group}",status="OK"}} 1.0'
                     in text)
 
-        wait_for(caught_up, timeout=20, step=0.3, what="own group's lag on /metrics")
+        wait_for(caught_up, timeout=20, interval=0.3, what="own group's lag on /metrics")
         assert r.value("gateway_oms_exporter_scrape_duration_seconds") >= 0
 
 

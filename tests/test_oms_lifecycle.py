@@ -23,6 +23,7 @@ from tradeops.contracts import decode
 from tradeops.exporters.oms_book import ALLOWED_PAIRS, BookConfig, OrderBook, Totals
 from tradeops.exporters.oms_lifecycle import OmsConsumeLoop, build, build_families
 from tradeops.kafka_admin import client_conf
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 replace = msgspec.structs.replace
@@ -57,15 +58,6 @@ def produce(cfg, items) -> None:
             p.produce(topic, raw, key=key.encode(), timestamp=NOW_MS)
         p.poll(0)
     assert p.flush(15) == 0
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager

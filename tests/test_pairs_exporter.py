@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 
@@ -21,6 +20,7 @@ from tradeops import db
 from tradeops.config import PairConfig
 from tradeops.exporters.pairs import PairsState, build
 from tradeops.kafka_admin import client_conf
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 replace = msgspec.structs.replace
@@ -94,15 +94,6 @@ def reference(bars) -> PairsState:
         st.on_bar(b["symbol"], int(dt.datetime.fromisoformat(b["ts"]).timestamp()), b["close"])
     st.flush()
     return st
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import time
 import urllib.request
 import uuid
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from tradeops import db
 from tradeops.config import RiskBucketConfig
 from tradeops.exporters.risk_drawdown import build, make_book
 from tradeops.kafka_admin import client_conf
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 replace = msgspec.structs.replace
@@ -59,15 +59,6 @@ def produce(cfg, items) -> None:
             p.produce(cfg.topics.positions, it, key=b"bad")
         p.poll(0)
     assert p.flush(15) == 0
-
-
-def wait_for(cond, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @contextmanager
